@@ -1,0 +1,3 @@
+from passtplan.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""One module per CLI command; `passtplan.cli` only wires them, importing each when it runs."""

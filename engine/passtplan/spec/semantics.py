@@ -1,0 +1,500 @@
+"""Rules that span a lab: references, veth ends, gateways, duplicates and dependency cycles.
+
+A pure pass over a validated Lab. The lab is judged twice: as it runs on a real node (the
+`namespaces:` section; `host` and resolved namespaces already hold links the lab does not declare)
+and as it runs with --sandbox (the `sandbox:` section merged in; only resolved namespaces hold
+links the lab does not declare). A finding is reported once even when both views see it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from passtplan.errors import BugError
+from passtplan.spec.models import HOST, VM_PREFIX, Lab, Link, Namespace
+from passtplan.spec.yamlsource import DataPath
+
+LOOPBACK = "lo"
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: DataPath
+    message: str
+    at_key: bool = False
+
+
+@dataclass(frozen=True)
+class DeclaredLink:
+    namespace: str
+    name: str
+    link: Link
+    path: DataPath
+
+    @property
+    def address(self) -> str:
+        return link_address(self.namespace, self.name)
+
+
+@dataclass
+class DeclaredNamespace:
+    name: str
+    external: bool  # holds links the lab does not declare (the node's own, a pod's)
+    links: dict[str, DeclaredLink] = field(default_factory=dict)
+    specs: list[tuple[Namespace, DataPath]] = field(default_factory=list)
+
+
+def link_address(namespace: str, name: str) -> str:
+    """The address of a link in plans, graphs and messages: `link.pod/macvlan1`."""
+    return f"link.{namespace}/{name}"
+
+
+def split_ref(ref: str, here: str) -> tuple[str, str]:
+    """`NS/IF` -> (NS, IF); a bare `IF` is in the namespace it is written in."""
+    namespace, _, name = ref.rpartition("/")
+    return namespace or here, name
+
+
+def check_lab(lab: Lab) -> list[Finding]:
+    findings: dict[DataPath, Finding] = {}
+    merged, merge_findings = merge_sections(lab)
+    for finding in [
+        *reserved_names(lab),
+        *merge_findings,
+        *resolve_targets(lab),
+        *view_findings(real_view(lab), "on a real node"),
+        *view_findings(merged, "with --sandbox"),
+        *check_sources(lab),
+    ]:
+        findings.setdefault(finding.path, finding)
+    return list(findings.values())
+
+
+def real_view(lab: Lab) -> dict[str, DeclaredNamespace]:
+    view: dict[str, DeclaredNamespace] = {}
+    for name, ns in lab.namespaces.items():
+        external = name == HOST or ns.resolve is not None
+        _add_namespace(view, name, ns, ("namespaces", name), external)
+    return view
+
+
+def merge_sections(lab: Lab) -> tuple[dict[str, DeclaredNamespace], list[Finding]]:
+    """The sandbox view: both sections in one; a link or sysctl set in both is an error."""
+    view: dict[str, DeclaredNamespace] = {}
+    for name, ns in lab.namespaces.items():
+        _add_namespace(view, name, ns, ("namespaces", name), ns.resolve is not None)
+    findings = []
+    for name, ns in lab.sandbox.namespaces.items():
+        path: DataPath = ("sandbox", "namespaces", name)
+        main = lab.namespaces.get(name)
+        if main is not None:
+            for link in sorted(ns.links.keys() & main.links.keys()):
+                findings.append(
+                    Finding(
+                        (*path, "links", link),
+                        f"link {link!r} is already declared in namespaces.{name}.links; "
+                        "declare it in one section only",
+                        at_key=True,
+                    )
+                )
+            for key in sorted(ns.sysctls.keys() & main.sysctls.keys()):
+                if ns.sysctls[key] != main.sysctls[key]:
+                    findings.append(
+                        Finding(
+                            (*path, "sysctls", key),
+                            f"{key} is already set to {main.sysctls[key]!r} in "
+                            f"namespaces.{name}",
+                            at_key=True,
+                        )
+                    )
+        _add_namespace(view, name, ns, path, external=False)
+    return view, findings
+
+
+def _add_namespace(
+    view: dict[str, DeclaredNamespace], name: str, ns: Namespace, path: DataPath, external: bool
+) -> None:
+    entry = view.setdefault(name, DeclaredNamespace(name, external))
+    entry.specs.append((ns, path))
+    for link_name, link in ns.links.items():
+        entry.links.setdefault(
+            link_name, DeclaredLink(name, link_name, link, (*path, "links", link_name))
+        )
+
+
+def reserved_names(lab: Lab) -> Iterator[Finding]:
+    host = lab.namespaces.get(HOST)
+    if host is not None and host.resolve is not None:
+        yield Finding(
+            ("namespaces", HOST, "resolve"),
+            "host is this node's own namespace and is never looked up; remove resolve, or give "
+            "the namespace another name",
+            at_key=True,
+        )
+    for name, ns in lab.sandbox.namespaces.items():
+        if ns.resolve is not None:
+            yield Finding(
+                ("sandbox", "namespaces", name, "resolve"),
+                "sandbox namespaces are built from scratch, not looked up; remove resolve",
+                at_key=True,
+            )
+
+
+def resolve_targets(lab: Lab) -> Iterator[Finding]:
+    claimed: dict[str, str] = {}
+    for name, ns in lab.namespaces.items():
+        vm = ns.resolve.vm if ns.resolve else None
+        if vm is None:
+            continue
+        path: DataPath = ("namespaces", name, "resolve", "vm")
+        if vm not in lab.vms:
+            yield Finding(path, f"VM {vm!r} is not declared under vms{_did_you_mean(vm, lab.vms)}")
+        elif vm in claimed:
+            yield Finding(path, f"namespace {claimed[vm]!r} already resolves to VM {vm!r}")
+        else:
+            claimed[vm] = name
+
+
+def check_sources(lab: Lab) -> Iterator[Finding]:
+    namespaces = lab.namespaces.keys() | lab.sandbox.namespaces.keys()
+    for index, check in enumerate(lab.checks):
+        source = check.source
+        path: DataPath = ("checks", index, "from")
+        if source.startswith(VM_PREFIX):
+            vm = source.removeprefix(VM_PREFIX)
+            if vm not in lab.vms:
+                hint = _did_you_mean(vm, lab.vms)
+                yield Finding(path, f"VM {vm!r} is not declared under vms{hint}")
+        elif source not in namespaces:
+            yield Finding(
+                path,
+                f"{source!r} is neither a namespace of the lab nor vm/NAME"
+                f"{_did_you_mean(source, namespaces)}",
+            )
+
+
+def view_findings(view: dict[str, DeclaredNamespace], where: str) -> Iterator[Finding]:
+    for ns in view.values():
+        for link in ns.links.values():
+            yield from _link_findings(view, ns, link, where)
+        for spec, path in ns.specs:
+            yield from _route_findings(ns, spec, path, where)
+        yield from _duplicate_addresses(ns)
+    yield from _passthru_findings(view)
+    yield from _cycles(view)
+
+
+def _link_findings(
+    view: dict[str, DeclaredNamespace], ns: DeclaredNamespace, link: DeclaredLink, where: str
+) -> Iterator[Finding]:
+    spec = link.link
+    if spec.state == "absent":
+        return
+    if spec.kind is None and not ns.external and link.name != LOOPBACK:
+        yield Finding(
+            link.path,
+            f"link {link.name!r} has no kind, and namespace {ns.name!r} is created by the lab "
+            f"{where}, so nothing provides it; add kind: veth, macvlan or bridge",
+            at_key=True,
+        )
+    if spec.parent is not None:
+        yield from _parent_findings(view, link, where)
+    if spec.peer is not None:
+        yield from _peer_findings(view, link, where)
+    if spec.master is not None:
+        target = _lookup(view, ns.name, spec.master, (*link.path, "master"), where)
+        if isinstance(target, Finding):
+            yield target
+        elif target is not None and target.link.kind not in (None, "bridge"):
+            yield Finding(
+                (*link.path, "master"),
+                f"master {spec.master!r} is a {target.link.kind}; a port's master must be a bridge",
+            )
+
+
+def _lookup(
+    view: dict[str, DeclaredNamespace], namespace: str, name: str, path: DataPath, where: str
+) -> DeclaredLink | Finding | None:
+    """The declared link a reference names; None when it may exist outside the lab."""
+    ns = view.get(namespace)
+    if ns is None:
+        return Finding(
+            path,
+            f"namespace {namespace!r} is not declared {where}{_did_you_mean(namespace, view)}; "
+            f"add it under namespaces",
+        )
+    target = ns.links.get(name)
+    if target is None:
+        if ns.external or name == LOOPBACK:
+            return None
+        return Finding(
+            path,
+            f"link {name!r} is not declared in namespace {namespace!r} {where}"
+            f"{_did_you_mean(name, ns.links)}",
+        )
+    if target.link.state == "absent":
+        return Finding(path, f"link {namespace}/{name} is declared with state: absent")
+    return target
+
+
+def _parent_findings(
+    view: dict[str, DeclaredNamespace], link: DeclaredLink, where: str
+) -> Iterator[Finding]:
+    assert link.link.parent is not None
+    path = (*link.path, "parent")
+    namespace, name = split_ref(link.link.parent, link.namespace)
+    if (namespace, name) == (link.namespace, link.name):
+        yield Finding(path, "a macvlan cannot be its own parent")
+        return
+    target = _lookup(view, namespace, name, path, where)
+    if isinstance(target, Finding):
+        yield target
+    elif target is not None and target.link.kind == "macvlan":
+        yield Finding(
+            path,
+            f"parent {link.link.parent} is itself a macvlan; put both on its parent "
+            f"{target.link.parent}",
+        )
+
+
+def _peer_findings(
+    view: dict[str, DeclaredNamespace], link: DeclaredLink, where: str
+) -> Iterator[Finding]:
+    assert link.link.peer is not None
+    path = (*link.path, "peer")
+    namespace, name = split_ref(link.link.peer, link.namespace)
+    if (namespace, name) == (link.namespace, link.name):
+        yield Finding(path, "a veth cannot be its own peer")
+        return
+    if namespace not in view:
+        yield Finding(
+            path,
+            f"namespace {namespace!r} is not declared {where}{_did_you_mean(namespace, view)}; "
+            "add it under namespaces",
+        )
+        return
+    other = view[namespace].links.get(name)
+    if other is None:
+        return  # the other end is created with the pair, with default settings
+    if other.link.kind != "veth":
+        yield Finding(
+            path,
+            f"{namespace}/{name} is declared as {_describe(other.link)}, not as the other end "
+            f"of this veth; give it kind: veth and peer: {link.namespace}/{link.name}",
+        )
+        return
+    assert other.link.peer is not None
+    if split_ref(other.link.peer, namespace) != (link.namespace, link.name):
+        yield Finding(
+            path,
+            f"the veth ends disagree: this end names {namespace}/{name} as its peer, but that "
+            f"end names {other.link.peer}",
+        )
+
+
+def _describe(link: Link) -> str:
+    return f"a {link.kind}" if link.kind else "a link without kind"
+
+
+def _route_findings(
+    ns: DeclaredNamespace, spec: Namespace, path: DataPath, where: str
+) -> Iterator[Finding]:
+    seen: dict[tuple[str, int | None, int | None], int] = {}
+    for index, route in enumerate(spec.routes):
+        route_path: DataPath = (*path, "routes", index)
+        key = (route.to, route.table, route.metric)
+        if route.state == "present" and key in seen:
+            yield Finding(
+                route_path,
+                f"route to {route.to} is declared twice in namespace {ns.name!r} (also "
+                f"routes[{seen[key]}]); give one a different metric or table, or remove it",
+            )
+        seen.setdefault(key, index)
+        if route.state == "absent":
+            continue
+        dev = None
+        if route.dev is not None:
+            dev = ns.links.get(route.dev)
+            if dev is None and not ns.external and route.dev != LOOPBACK:
+                yield Finding(
+                    (*route_path, "dev"),
+                    f"link {route.dev!r} is not declared in namespace {ns.name!r} {where}"
+                    f"{_did_you_mean(route.dev, ns.links)}",
+                )
+                continue
+            if dev is not None and dev.link.state == "absent":
+                yield Finding(
+                    (*route_path, "dev"), f"link {route.dev!r} is declared with state: absent"
+                )
+                continue
+        if route.via is not None and not route.onlink:
+            yield from _gateway_findings(ns, route.via, route.dev, dev, (*route_path, "via"))
+
+
+def _gateway_findings(
+    ns: DeclaredNamespace, via: str, dev_name: str | None, dev: DeclaredLink | None, path: DataPath
+) -> Iterator[Finding]:
+    if dev_name is not None and dev is None:
+        return  # a link the lab does not declare: its addresses are known only on the node
+    candidates = [dev] if dev is not None else list(ns.links.values())
+    addresses = [
+        ipaddress.ip_interface(a)
+        for link in candidates
+        if link.link.state == "present"
+        for a in link.link.addresses
+    ]
+    gateway = ipaddress.ip_address(via)
+    if any(a.ip == gateway for a in addresses):
+        yield Finding(path, f"gateway {via} is an address of this namespace itself")
+    elif any(a.version == gateway.version and gateway in a.network for a in addresses):
+        return
+    elif addresses or not ns.external:
+        on = f"on {dev_name}" if dev_name else f"in namespace {ns.name!r}"
+        have = ", ".join(str(a) for a in addresses) or "none"
+        yield Finding(
+            path,
+            f"gateway {via} is not in the subnet of any address {on} ({have}); add an address "
+            "in its subnet, correct the gateway, or set onlink: true",
+        )
+
+
+def _duplicate_addresses(ns: DeclaredNamespace) -> Iterator[Finding]:
+    owner: dict[str, str] = {}
+    for link in ns.links.values():
+        for index, address in enumerate(link.link.addresses):
+            ip = str(ipaddress.ip_interface(address).ip)
+            if ip in owner:
+                yield Finding(
+                    (*link.path, "addresses", index),
+                    f"address {ip} is already on {owner[ip]} in namespace {ns.name!r}",
+                )
+            else:
+                owner[ip] = link.name
+
+
+def _passthru_findings(view: dict[str, DeclaredNamespace]) -> Iterator[Finding]:
+    users: dict[tuple[str, str], list[DeclaredLink]] = {}
+    for ns in view.values():
+        for link in ns.links.values():
+            if link.link.parent is not None and link.link.state == "present":
+                users.setdefault(split_ref(link.link.parent, ns.name), []).append(link)
+    for (namespace, name), links in users.items():
+        if len(links) > 1 and any(link.link.mode == "passthru" for link in links):
+            for link in links[1:]:
+                yield Finding(
+                    (*link.path, "mode"),
+                    f"{namespace}/{name} has a passthru macvlan, which must be its only macvlan",
+                )
+
+
+def dependency_edges(view: dict[str, DeclaredNamespace]) -> Iterator[tuple[DeclaredLink, str]]:
+    """(link, address of what must exist first) for references between declared links."""
+    for ns in view.values():
+        for link in ns.links.values():
+            spec = link.link
+            if spec.state == "absent":
+                continue
+            if spec.master is not None:
+                yield link, link_address(ns.name, spec.master)
+            if spec.parent is not None:
+                yield link, link_address(*split_ref(spec.parent, ns.name))
+
+
+def _cycles(view: dict[str, DeclaredNamespace]) -> Iterator[Finding]:
+    graph: dict[str, list[str]] = {}
+    where: dict[str, DeclaredLink] = {}
+    for link, target in dependency_edges(view):
+        graph.setdefault(link.address, []).append(target)
+        where[link.address] = link
+    for cycle in find_cycles(graph):
+        first = where[cycle[0]]
+        yield Finding(
+            first.path,
+            "dependency cycle: " + " -> ".join([*cycle, cycle[0]]),
+            at_key=True,
+        )
+
+
+def find_cycles(graph: dict[str, list[str]]) -> list[list[str]]:
+    """Every elementary cycle's representative, one per strongly connected component.
+
+    Deterministic: each cycle starts at its smallest node and follows the smallest successor
+    that stays in the component, so the same lab always prints the same cycle.
+    """
+    cycles = []
+    for component in _strongly_connected(graph):
+        start = min(component)
+        if len(component) == 1 and start not in graph.get(start, []):
+            continue
+        cycles.append(_shortest_cycle(graph, start, component))
+    return sorted(cycles)
+
+
+def _shortest_cycle(graph: dict[str, list[str]], start: str, component: set[str]) -> list[str]:
+    """Breadth-first from `start` back to it, successors in sorted order: deterministic."""
+    came_from: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for nxt in sorted(graph.get(node, [])):
+                if nxt == start:
+                    cycle = [node]
+                    while cycle[-1] != start:
+                        cycle.append(came_from[cycle[-1]])
+                    return cycle[::-1]
+                if nxt in component and nxt not in came_from:
+                    came_from[nxt] = node
+                    following.append(nxt)
+        frontier = following
+    raise BugError(f"{start} is in a strongly connected component but on no cycle")
+
+
+def _strongly_connected(graph: dict[str, list[str]]) -> Iterator[set[str]]:
+    """Tarjan's algorithm, iterative so a long chain of links cannot exhaust the stack."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, []))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, successors = work[-1]
+            advanced = False
+            for nxt in successors:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(sorted(graph.get(nxt, [])))))
+                    advanced = True
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                yield component
+
+
+def _did_you_mean(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

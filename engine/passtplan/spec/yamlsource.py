@@ -1,0 +1,226 @@
+"""Read a YAML file into plain data plus the line and column of every key and value.
+
+The node tree is walked by hand instead of letting a constructor build the data, so that every
+duplicate key in the file is reported (a constructor stops at the first) and every path in the
+data can be traced back to where it was written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.reader import ReaderError
+
+from passtplan.errors import SpecError, SpecIssue
+
+DataPath = tuple[str | int, ...]
+
+# Expanding aliases can blow a small file up exponentially ("billion laughs"); no lab needs this many.
+MAX_NODES = 200_000
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclass(frozen=True)
+class Position:
+    line: int  # 1-based
+    col: int  # 1-based
+
+
+@dataclass
+class YamlDocument:
+    """A parsed YAML document: its data and where each part of it stands in the file."""
+
+    file: str
+    data: object
+    keys: dict[DataPath, Position] = field(default_factory=dict)
+    values: dict[DataPath, Position] = field(default_factory=dict)
+
+    def locate(self, path: DataPath, *, at_key: bool = False) -> Position:
+        """Where `path` was written; a path that is not in the file falls back to its parent."""
+        for end in range(len(path), -1, -1):
+            prefix = path[:end]
+            if at_key and prefix in self.keys:
+                return self.keys[prefix]
+            if prefix in self.values:
+                return self.values[prefix]
+            if prefix in self.keys:
+                return self.keys[prefix]
+        return Position(1, 1)
+
+    def issue(self, path: DataPath, message: str, *, at_key: bool = False) -> SpecIssue:
+        pos = self.locate(path, at_key=at_key)
+        return SpecIssue(self.file, pos.line, pos.col, format_path(path), message)
+
+
+def format_path(path: DataPath) -> str:
+    """`namespaces.pod.routes[0].via`; keys that hold dots or spaces go in brackets."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part == "" or any(c in part for c in ".[] ") or not part.isprintable():
+            out += f"[{part!r}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def read_yaml(path: Path, display_name: str | None = None) -> YamlDocument:
+    """Parse one file; raise SpecError with every problem found (all duplicate keys, say)."""
+    name = display_name or str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError([SpecIssue(name, 1, 1, "", f"cannot read the file: {exc.strerror}")]) from None
+    return parse_yaml(raw, name)
+
+
+def parse_yaml(raw: bytes, name: str) -> YamlDocument:
+    text = _decode(raw, name)
+    yaml = YAML(typ="safe", pure=True)
+    try:
+        root = yaml.compose(text)
+    except MarkedYAMLError as exc:
+        raise SpecError([_marked_issue(name, exc)]) from None
+    except ReaderError as exc:
+        line, col = _offset_to_position(text, exc.position)
+        msg = f"the file is not YAML text: character {exc.character!r} is not allowed here"
+        raise SpecError([SpecIssue(name, line, col, "", msg)]) from None
+    except YAMLError as exc:
+        raise SpecError([SpecIssue(name, 1, 1, "", f"YAML error: {exc}")]) from None
+    if root is None:
+        raise SpecError([SpecIssue(name, 1, 1, "", "the file is empty")])
+    walker = _Walker(name, yaml)
+    data = walker.walk(root, ())
+    if walker.issues:
+        raise SpecError(walker.issues)
+    return YamlDocument(name, data, walker.keys, walker.values)
+
+
+def _decode(raw: bytes, name: str) -> str:
+    if b"\x00" in raw[:8192]:
+        raise SpecError([SpecIssue(name, 1, 1, "", "this is a binary file, not a YAML text file")])
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line, col = _offset_to_position(raw[: exc.start].decode("utf-8", "replace"), None)
+        msg = f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        raise SpecError([SpecIssue(name, line, col, "", msg)]) from None
+
+
+def _offset_to_position(text: str, offset: int | None) -> tuple[int, int]:
+    head = text if offset is None else text[:offset]
+    return head.count("\n") + 1, len(head) - (head.rfind("\n") + 1) + 1
+
+
+def _marked_issue(name: str, exc: MarkedYAMLError) -> SpecIssue:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    problem = exc.problem or exc.context or "invalid YAML"
+    context = ""
+    if exc.context and exc.context_mark is not None and exc.problem:
+        cm = exc.context_mark
+        context = f" ({exc.context} at line {cm.line + 1}, column {cm.column + 1})"
+    return SpecIssue(name, line, col, "", f"YAML syntax: {problem}{context}")
+
+
+def _position(node: Node) -> Position:
+    return Position(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Walker:
+    """Turns a node tree into dicts, lists and scalars, recording positions and problems."""
+
+    def __init__(self, name: str, yaml: YAML) -> None:
+        self.name = name
+        self.constructor = yaml.constructor
+        self.keys: dict[DataPath, Position] = {}
+        self.values: dict[DataPath, Position] = {}
+        self.issues: list[SpecIssue] = []
+        self.count = 0
+        self.active: set[int] = set()
+
+    def problem(self, node: Node, path: DataPath, message: str) -> None:
+        pos = _position(node)
+        self.issues.append(SpecIssue(self.name, pos.line, pos.col, format_path(path), message))
+
+    def walk(self, node: Node, path: DataPath) -> object:
+        self.count += 1
+        if self.count > MAX_NODES:
+            if self.count == MAX_NODES + 1:
+                self.problem(node, path, f"the document expands to more than {MAX_NODES} nodes")
+            return None
+        self.values.setdefault(path, _position(node))
+        if id(node) in self.active:
+            self.problem(node, path, "an alias refers to a node that contains it")
+            return None
+        self.active.add(id(node))
+        try:
+            if isinstance(node, MappingNode):
+                return self.mapping(node, path)
+            if isinstance(node, SequenceNode):
+                return [self.walk(item, (*path, i)) for i, item in enumerate(node.value)]
+            return self.scalar(node, path)
+        finally:
+            self.active.discard(id(node))
+
+    def scalar(self, node: Node, path: DataPath) -> object:
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except MarkedYAMLError as exc:
+            self.problem(node, path, exc.problem or "cannot read this value")
+        except (ValueError, TypeError) as exc:
+            self.problem(node, path, f"cannot read this value: {exc}")
+        return None
+
+    def mapping(self, node: MappingNode, path: DataPath) -> dict[object, object]:
+        out: dict[object, object] = {}
+        seen: dict[object, Position] = {}
+        merged: dict[object, object] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == MERGE_TAG:
+                merged.update(self.merge_sources(value_node, path))
+                continue
+            key = self.walk_key(key_node, path)
+            if key is None:
+                continue
+            if key in seen:
+                first = seen[key]
+                self.problem(
+                    key_node,
+                    (*path, key),  # type: ignore[arg-type]
+                    f"duplicate key {key!r}: already set at line {first.line}, "
+                    f"column {first.col}; keep one of them",
+                )
+                continue
+            seen[key] = _position(key_node)
+            sub = (*path, key)
+            self.keys[sub] = _position(key_node)  # type: ignore[index]
+            out[key] = self.walk(value_node, sub)  # type: ignore[arg-type]
+        for key, value in merged.items():
+            out.setdefault(key, value)
+        return out
+
+    def walk_key(self, node: Node, path: DataPath) -> str | int | None:
+        if not isinstance(node, ScalarNode):
+            self.problem(node, path, "a mapping key must be a plain value, not a list or mapping")
+            return None
+        key = self.scalar(node, path)
+        if isinstance(key, bool) or not isinstance(key, str | int):
+            # YAML allows `1.5:` or `null:` as keys; a lab has no use for them and JSON none either.
+            return str(key)
+        return key
+
+    def merge_sources(self, node: Node, path: DataPath) -> Iterator[tuple[object, object]]:
+        sources = node.value if isinstance(node, SequenceNode) else [node]
+        for source in sources:
+            value = self.walk(source, path)
+            if isinstance(value, dict):
+                yield from value.items()
+            else:
+                self.problem(source, path, "a merge key (<<) must refer to a mapping")
