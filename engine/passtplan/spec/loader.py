@@ -19,7 +19,7 @@ from passtplan.errors import Severity, SpecError, SpecIssue
 from passtplan.spec.manifest import VmManifest, read_manifest
 from passtplan.spec.models import API_VERSION, Lab
 from passtplan.spec.semantics import check_lab
-from passtplan.spec.yamlsource import DataPath, YamlDocument, read_yaml
+from passtplan.spec.yamlsource import DataPath, YamlDocument, format_path, read_yaml
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,7 @@ def load_lab(path: Path) -> LoadedLab:
     """Read and judge a lab file; raise SpecError carrying every error found."""
     doc = read_yaml(path)
     lab = validate_document(doc)
-    issues = [
-        doc.issue(f.path, f.message, at_key=f.at_key) for f in check_lab(lab)
-    ]
+    issues = [doc.issue(f.path, f.message, at_key=f.at_key) for f in check_lab(lab)]
     manifests: dict[str, VmManifest] = {}
     for name, vm in lab.vms.items():
         manifest, found = _load_manifest(doc, path, name, vm.manifest, vm.namespace)
@@ -78,7 +76,13 @@ def _load_manifest(
     file = lab_path.parent / manifest
     where: DataPath = ("vms", vm, "manifest")
     if not file.is_file():
-        return None, [doc.issue(where, f"manifest {manifest!r} not found (looked at {file})")]
+        return None, [
+            doc.issue(
+                where,
+                f"manifest file {manifest!r} not found; it is read relative to the lab file, "
+                f"at {file}",
+            )
+        ]
     try:
         manifest_doc = read_yaml(file)
     except SpecError as exc:
@@ -94,9 +98,10 @@ def _issue_for(doc: YamlDocument, error: ErrorDetails) -> SpecIssue:
     if kind == "extra_forbidden":
         return doc.issue(path, _unknown_field(path), at_key=True)
     if kind == "missing":
-        parent = path[:-1]
-        return doc.issue(parent, f"required field {path[-1]!r} is missing", at_key=True) \
-            if parent else doc.issue((), f"required field {path[-1]!r} is missing")
+        pos = doc.locate(path[:-1], at_key=True)
+        return SpecIssue(
+            doc.file, pos.line, pos.col, format_path(path), "required field is missing"
+        )
     return doc.issue(path, _message(error), at_key=at_key)
 
 
@@ -107,9 +112,19 @@ def _message(error: ErrorDetails) -> str:
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         choices = [c.strip(" '") for c in expected.replace(" or ", ",").split(",")]
+        if len(choices) == 1:
+            return f"must be {expected}, not {describe(value)}"
         close = difflib.get_close_matches(str(value), choices, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"{describe(value)} is not allowed; expected {expected}{hint}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"must be a whole number, not {describe(value)}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"must be true or false, not {describe(value)}"
+    if kind in ("float_parsing", "float_type"):
+        return f"must be a number, not {describe(value)}"
+    if kind == "string_type":
+        return f"must be a string, not {describe(value)}"
     if kind in ("model_type", "dict_type", "model_attributes_type"):
         return f"must be a mapping, not {describe(value)}"
     if kind in ("tuple_type", "list_type"):
@@ -128,6 +143,8 @@ def describe(value: object) -> str:
         return f"{str(value).lower()} (a boolean)"
     if isinstance(value, str):
         return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
+    if isinstance(value, int | float):
+        return repr(value)
     return f"{value!r} (a {type(value).__name__})"
 
 

@@ -49,13 +49,14 @@ class VmManifest:
 
 
 def get(data: object, path: DataPath) -> object:
+    """The value at `path`, or None where the document does not have it."""
     for part in path:
-        if isinstance(part, int):
-            if not isinstance(data, list) or part >= len(data):
-                return None
-        elif not isinstance(data, dict):
+        if isinstance(part, int) and isinstance(data, list) and part < len(data):
+            data = data[part]
+        elif isinstance(part, str) and isinstance(data, dict):
+            data = data.get(part)
+        else:
             return None
-        data = data[part] if isinstance(data, list) else data.get(part)
     return data
 
 
@@ -76,9 +77,11 @@ def read_manifest(
             )
         )
     if data.get("kind") != "VirtualMachine":
-        hint = " (wrap the VMI's spec in spec.template)" if data.get("kind") == (
-            "VirtualMachineInstance"
-        ) else ""
+        hint = (
+            " (wrap the VMI's spec in spec.template)"
+            if data.get("kind") == ("VirtualMachineInstance")
+            else ""
+        )
         issues.append(
             doc.issue(("kind",), f"must be VirtualMachine, not {data.get('kind')!r}{hint}")
         )

@@ -83,7 +83,9 @@ class Link(Spec):
     @field_validator("parent")
     @classmethod
     def _parent_only_for_macvlan(cls, parent: str | None, info: ValidationInfo) -> str | None:
-        kind = info.data.get("kind")
+        if "kind" not in info.data:
+            return parent  # kind itself is invalid, and reported
+        kind = info.data["kind"]
         if kind == "macvlan" and parent is None and info.data.get("state") != "absent":
             raise ValueError("a macvlan needs parent: NAMESPACE/IFNAME, the device it sits on")
         if kind != "macvlan" and parent is not None:
@@ -93,7 +95,9 @@ class Link(Spec):
     @field_validator("mode")
     @classmethod
     def _mode_only_for_macvlan(cls, mode: str | None, info: ValidationInfo) -> str | None:
-        kind = info.data.get("kind")
+        if "kind" not in info.data:
+            return mode  # kind itself is invalid, and reported
+        kind = info.data["kind"]
         if kind != "macvlan" and mode is not None:
             raise ValueError(f"mode is only for kind: macvlan, not {_kind_name(kind)}")
         if kind == "macvlan" and mode is None:
@@ -103,7 +107,9 @@ class Link(Spec):
     @field_validator("peer")
     @classmethod
     def _peer_only_for_veth(cls, peer: str | None, info: ValidationInfo) -> str | None:
-        kind = info.data.get("kind")
+        if "kind" not in info.data:
+            return peer  # kind itself is invalid, and reported
+        kind = info.data["kind"]
         if kind == "veth" and peer is None and info.data.get("state") != "absent":
             raise ValueError("a veth needs peer: NAMESPACE/IFNAME, the other end of the pair")
         if kind != "veth" and peer is not None:

@@ -77,7 +77,7 @@ def real_view(lab: Lab) -> dict[str, DeclaredNamespace]:
     view: dict[str, DeclaredNamespace] = {}
     for name, ns in lab.namespaces.items():
         external = name == HOST or ns.resolve is not None
-        _add_namespace(view, name, ns, ("namespaces", name), external)
+        _add_namespace(view, name, ns, ("namespaces", name), external=external)
     return view
 
 
@@ -85,7 +85,7 @@ def merge_sections(lab: Lab) -> tuple[dict[str, DeclaredNamespace], list[Finding
     """The sandbox view: both sections in one; a link or sysctl set in both is an error."""
     view: dict[str, DeclaredNamespace] = {}
     for name, ns in lab.namespaces.items():
-        _add_namespace(view, name, ns, ("namespaces", name), ns.resolve is not None)
+        _add_namespace(view, name, ns, ("namespaces", name), external=ns.resolve is not None)
     findings = []
     for name, ns in lab.sandbox.namespaces.items():
         path: DataPath = ("sandbox", "namespaces", name)
@@ -105,24 +105,32 @@ def merge_sections(lab: Lab) -> tuple[dict[str, DeclaredNamespace], list[Finding
                     findings.append(
                         Finding(
                             (*path, "sysctls", key),
-                            f"{key} is already set to {main.sysctls[key]!r} in "
-                            f"namespaces.{name}",
+                            f"{key} is already set to {main.sysctls[key]!r} in namespaces.{name}",
                             at_key=True,
                         )
                     )
-        _add_namespace(view, name, ns, path, external=False)
+        _add_namespace(view, name, ns, path, external=False, override=True)
     return view, findings
 
 
 def _add_namespace(
-    view: dict[str, DeclaredNamespace], name: str, ns: Namespace, path: DataPath, external: bool
+    view: dict[str, DeclaredNamespace],
+    name: str,
+    ns: Namespace,
+    path: DataPath,
+    *,
+    external: bool,
+    override: bool = False,
 ) -> None:
+    """Add a section's namespace to a view; with override its links replace same-named ones."""
     entry = view.setdefault(name, DeclaredNamespace(name, external))
+    entry.external = entry.external and external
     entry.specs.append((ns, path))
     for link_name, link in ns.links.items():
-        entry.links.setdefault(
-            link_name, DeclaredLink(name, link_name, link, (*path, "links", link_name))
-        )
+        if override or link_name not in entry.links:
+            entry.links[link_name] = DeclaredLink(
+                name, link_name, link, (*path, "links", link_name)
+            )
 
 
 def reserved_names(lab: Lab) -> Iterator[Finding]:
@@ -399,7 +407,7 @@ def dependency_edges(view: dict[str, DeclaredNamespace]) -> Iterator[tuple[Decla
                 continue
             if spec.master is not None:
                 yield link, link_address(ns.name, spec.master)
-            if spec.parent is not None:
+            if spec.parent is not None and split_ref(spec.parent, ns.name) != (ns.name, link.name):
                 yield link, link_address(*split_ref(spec.parent, ns.name))
 
 

@@ -23,9 +23,10 @@ def check_ifname(name: str) -> str:
     if size == 0:
         raise ValueError("an interface name cannot be empty")
     if size > IFNAME_MAX_BYTES:
+        shorter = name.encode()[:IFNAME_MAX_BYTES].decode(errors="ignore")
         raise ValueError(
             f"interface name {name!r} is {size} bytes; the kernel allows at most "
-            f"{IFNAME_MAX_BYTES} (shorten it, e.g. {name.encode()[:IFNAME_MAX_BYTES].decode(errors='ignore')!r})"
+            f"{IFNAME_MAX_BYTES} (shorten it, e.g. {shorter!r})"
         )
     if name in {".", ".."}:
         raise ValueError(f"{name!r} is not a valid interface name")

@@ -20,9 +20,11 @@ from passtplan.errors import SpecError, SpecIssue
 
 DataPath = tuple[str | int, ...]
 
-# Expanding aliases can blow a small file up exponentially ("billion laughs"); no lab needs this many.
+# Expanding aliases can blow a small file up exponentially ("billion laughs");
+# no lab comes near this many nodes.
 MAX_NODES = 200_000
 MERGE_TAG = "tag:yaml.org,2002:merge"
+COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,9 @@ def read_yaml(path: Path, display_name: str | None = None) -> YamlDocument:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise SpecError([SpecIssue(name, 1, 1, "", f"cannot read the file: {exc.strerror}")]) from None
+        raise SpecError(
+            [SpecIssue(name, 1, 1, "", f"cannot read the file: {exc.strerror}")]
+        ) from None
     return parse_yaml(raw, name)
 
 
@@ -122,6 +126,10 @@ def _marked_issue(name: str, exc: MarkedYAMLError) -> SpecIssue:
     mark = exc.problem_mark or exc.context_mark
     line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = exc.problem or exc.context or "invalid YAML"
+    if exc.context == "expected a single document in the stream":
+        return SpecIssue(
+            name, line, col, "", "a second YAML document starts here; a lab file holds one"
+        )
     context = ""
     if exc.context and exc.context_mark is not None and exc.problem:
         cm = exc.context_mark
@@ -159,6 +167,9 @@ class _Walker:
         if id(node) in self.active:
             self.problem(node, path, "an alias refers to a node that contains it")
             return None
+        if not isinstance(node, ScalarNode) and node.tag not in COLLECTION_TAGS:
+            self.problem(node, path, f"unknown tag {node.tag!r}; a lab uses plain YAML, remove it")
+            return None
         self.active.add(id(node))
         try:
             if isinstance(node, MappingNode):
@@ -180,7 +191,7 @@ class _Walker:
 
     def mapping(self, node: MappingNode, path: DataPath) -> dict[object, object]:
         out: dict[object, object] = {}
-        seen: dict[object, Position] = {}
+        seen: dict[str | int, Position] = {}
         merged: dict[object, object] = {}
         for key_node, value_node in node.value:
             if key_node.tag == MERGE_TAG:
@@ -193,24 +204,24 @@ class _Walker:
                 first = seen[key]
                 self.problem(
                     key_node,
-                    (*path, key),  # type: ignore[arg-type]
+                    (*path, key),
                     f"duplicate key {key!r}: already set at line {first.line}, "
                     f"column {first.col}; keep one of them",
                 )
                 continue
             seen[key] = _position(key_node)
             sub = (*path, key)
-            self.keys[sub] = _position(key_node)  # type: ignore[index]
-            out[key] = self.walk(value_node, sub)  # type: ignore[arg-type]
-        for key, value in merged.items():
-            out.setdefault(key, value)
+            self.keys[sub] = _position(key_node)
+            out[key] = self.walk(value_node, sub)
+        for merged_key, value in merged.items():
+            out.setdefault(merged_key, value)
         return out
 
     def walk_key(self, node: Node, path: DataPath) -> str | int | None:
         if not isinstance(node, ScalarNode):
             self.problem(node, path, "a mapping key must be a plain value, not a list or mapping")
             return None
-        key = self.scalar(node, path)
+        key: object = self.scalar(node, path)
         if isinstance(key, bool) or not isinstance(key, str | int):
             # YAML allows `1.5:` or `null:` as keys; a lab has no use for them and JSON none either.
             return str(key)

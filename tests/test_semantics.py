@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from passtplan.spec.models import Lab
+from passtplan.spec.semantics import check_lab, find_cycles
+
+
+def lab(namespaces: dict[str, Any], **extra: Any) -> Lab:
+    return Lab.model_validate(
+        {
+            "apiVersion": "passtplan/v1alpha1",
+            "kind": "Lab",
+            "metadata": {"name": "t"},
+            "namespaces": namespaces,
+            **extra,
+        }
+    )
+
+
+def messages(value: Lab) -> list[str]:
+    return [f.message for f in check_lab(value)]
+
+
+def test_cycles_are_deterministic_and_start_at_the_smallest_node() -> None:
+    graph = {"c": ["a"], "a": ["b"], "b": ["c"], "x": ["x"], "y": ["z"]}
+    assert find_cycles(graph) == [["a", "b", "c"], ["x"]]
+    assert find_cycles(dict(reversed(graph.items()))) == [["a", "b", "c"], ["x"]]
+
+
+def test_cycle_search_handles_long_chains_without_recursion() -> None:
+    chain = {f"n{i:05}": [f"n{i + 1:05}"] for i in range(20_000)}
+    chain["n20000"] = ["n00000"]
+    (cycle,) = find_cycles(chain)
+    assert len(cycle) == 20_001
+
+
+def test_one_veth_end_may_be_implied() -> None:
+    assert messages(lab({"a": {"links": {"v0": {"kind": "veth", "peer": "b/v0"}}}, "b": {}})) == []
+
+
+def test_onlink_gateway_is_accepted() -> None:
+    calico = {
+        "links": {"eth0": {"kind": "veth", "peer": "n/p", "addresses": ["10.233.70.4/32"]}},
+        "routes": [{"to": "default", "via": "169.254.1.1", "dev": "eth0", "onlink": True}],
+    }
+    assert messages(lab({"pod": calico, "n": {}})) == []
+    del calico["routes"][0]["onlink"]
+    assert "not in the subnet" in messages(lab({"pod": calico, "n": {}}))[0]
+
+
+def test_links_of_the_node_need_no_declaration_on_a_real_node_only() -> None:
+    value = lab(
+        {
+            "host": {},
+            "pod": {"links": {"mv": {"kind": "macvlan", "parent": "host/eth9"}}},
+        }
+    )
+    # On a node, host/eth9 may exist; with --sandbox, host is built and eth9 would not.
+    assert messages(value) == ["link 'eth9' is not declared in namespace 'host' with --sandbox"]
+
+
+def test_resolved_namespace_routes_through_undeclared_links() -> None:
+    value = lab(
+        {
+            "pod": {
+                "resolve": {"pid": 1},
+                "routes": [{"to": "default", "via": "10.0.0.1", "dev": "eth0"}],
+            }
+        }
+    )
+    assert messages(value) == []
+
+
+@pytest.mark.parametrize("source", ["vm/x", "nowhere"])
+def test_check_sources_must_exist(source: str) -> None:
+    value = lab({"a": {}}, checks=[{"from": source, "ping": "10.0.0.1"}])
+    assert len(messages(value)) == 1
+
+
+def test_check_from_sandbox_namespace_is_fine() -> None:
+    value = lab(
+        {"a": {}},
+        checks=[{"from": "office", "ping": "10.0.0.1"}],
+        sandbox={"namespaces": {"office": {}}},
+    )
+    assert messages(value) == []

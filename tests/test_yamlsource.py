@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+
+from passtplan.errors import SpecError
+from passtplan.spec.yamlsource import MAX_NODES, Position, format_path, parse_yaml
+
+
+def test_positions_of_keys_and_values() -> None:
+    doc = parse_yaml(b"a:\n  b: [x, {c: 2}]\n", "f.yaml")
+    assert doc.data == {"a": {"b": ["x", {"c": 2}]}}
+    assert doc.keys[("a", "b")] == Position(2, 3)
+    assert doc.values[("a", "b", 1, "c")] == Position(2, 14)
+    # A path that is not in the file falls back to its nearest written parent.
+    assert doc.locate(("a", "b", 1, "missing")) == Position(2, 10)
+
+
+def test_every_duplicate_key_is_reported() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_yaml(b"a: 1\nb: {c: 1, c: 2}\na: 3\n", "f.yaml")
+    assert [str(i) for i in caught.value.issues] == [
+        "f.yaml:2:11: b.c: duplicate key 'c': already set at line 2, column 5; keep one of them",
+        "f.yaml:3:1: a: duplicate key 'a': already set at line 1, column 1; keep one of them",
+    ]
+
+
+def test_merge_keys_and_anchors() -> None:
+    doc = parse_yaml(b"base: &b {up: false, mtu: 1400}\nlink: {<<: *b, mtu: 9000}\n", "f")
+    assert doc.data == {"base": {"up": False, "mtu": 1400}, "link": {"up": False, "mtu": 9000}}
+
+
+def test_alias_bomb_is_refused() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)]
+    with pytest.raises(SpecError, match=f"more than {MAX_NODES} nodes"):
+        parse_yaml("\n".join(lines).encode(), "bomb.yaml")
+
+
+def test_yaml_1_2_booleans() -> None:
+    # YAML 1.2: `yes` and `no` are strings, so a sysctl value `no` is never silently false.
+    assert parse_yaml(b"a: yes\nb: true\n", "f").data == {"a": "yes", "b": True}
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        (("namespaces", "pod", "routes", 0, "via"), "namespaces.pod.routes[0].via"),
+        (("sysctls", "net.ipv4.ip_forward"), "sysctls['net.ipv4.ip_forward']"),
+        ((), ""),
+    ],
+)
+def test_format_path(path: tuple[str | int, ...], text: str) -> None:
+    assert format_path(path) == text
