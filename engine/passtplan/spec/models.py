@@ -80,41 +80,21 @@ class Link(Spec):
         description="veth: the other end, NAMESPACE/IFNAME.",
     )
 
-    @field_validator("parent")
+    @field_validator("parent", "mode", "peer")
     @classmethod
-    def _parent_only_for_macvlan(cls, parent: str | None, info: ValidationInfo) -> str | None:
+    def _fields_of_one_kind(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """parent and mode belong to a macvlan, peer to a veth; a veth or macvlan needs its own."""
         if "kind" not in info.data:
-            return parent  # kind itself is invalid, and reported
-        kind = info.data["kind"]
-        if kind == "macvlan" and parent is None and info.data.get("state") != "absent":
-            raise ValueError("a macvlan needs parent: NAMESPACE/IFNAME, the device it sits on")
-        if kind != "macvlan" and parent is not None:
-            raise ValueError(f"parent is only for kind: macvlan, not {_kind_name(kind)}")
-        return parent
-
-    @field_validator("mode")
-    @classmethod
-    def _mode_only_for_macvlan(cls, mode: str | None, info: ValidationInfo) -> str | None:
-        if "kind" not in info.data:
-            return mode  # kind itself is invalid, and reported
-        kind = info.data["kind"]
-        if kind != "macvlan" and mode is not None:
-            raise ValueError(f"mode is only for kind: macvlan, not {_kind_name(kind)}")
-        if kind == "macvlan" and mode is None:
-            return "vepa"  # the kernel's default for a new macvlan
-        return mode
-
-    @field_validator("peer")
-    @classmethod
-    def _peer_only_for_veth(cls, peer: str | None, info: ValidationInfo) -> str | None:
-        if "kind" not in info.data:
-            return peer  # kind itself is invalid, and reported
-        kind = info.data["kind"]
-        if kind == "veth" and peer is None and info.data.get("state") != "absent":
-            raise ValueError("a veth needs peer: NAMESPACE/IFNAME, the other end of the pair")
-        if kind != "veth" and peer is not None:
-            raise ValueError(f"peer is only for kind: veth, not {_kind_name(kind)}")
-        return peer
+            return value  # kind itself is invalid, and reported
+        kind, field = info.data["kind"], str(info.field_name)
+        owner, needed = KIND_FIELDS[field]
+        if kind != owner and value is not None:
+            raise ValueError(f"{field} is only for kind: {owner}, not {_kind_name(kind)}")
+        if kind == owner and value is None and info.data.get("state") != "absent":
+            if needed is None:
+                return "vepa"  # the kernel's default mode for a new macvlan
+            raise ValueError(needed)
+        return value
 
     @model_validator(mode="after")
     def _absent_takes_nothing_else(self) -> Self:
@@ -126,6 +106,14 @@ class Link(Spec):
                     "remove those fields"
                 )
         return self
+
+
+# field -> (the kind it belongs to, the message when that kind lacks it; None: has a default)
+KIND_FIELDS: dict[str, tuple[str, str | None]] = {
+    "parent": ("macvlan", "a macvlan needs parent: NAMESPACE/IFNAME, the device it sits on"),
+    "mode": ("macvlan", None),
+    "peer": ("veth", "a veth needs peer: NAMESPACE/IFNAME, the other end of the pair"),
+}
 
 
 def _kind_name(kind: str | None) -> str:

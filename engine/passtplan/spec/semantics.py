@@ -251,9 +251,7 @@ def _lookup(
 def _parent_findings(
     view: dict[str, DeclaredNamespace], link: DeclaredLink, where: str
 ) -> Iterator[Finding]:
-    assert link.link.parent is not None
-    path = (*link.path, "parent")
-    namespace, name = split_ref(link.link.parent, link.namespace)
+    path, (namespace, name) = _reference(link, "parent")
     if (namespace, name) == (link.namespace, link.name):
         yield Finding(path, "a macvlan cannot be its own parent")
         return
@@ -268,12 +266,18 @@ def _parent_findings(
         )
 
 
+def _reference(link: DeclaredLink, field: str) -> tuple[DataPath, tuple[str, str]]:
+    """Where a link's `parent` or `peer` is written, and the (namespace, name) it names."""
+    ref = getattr(link.link, field)
+    if ref is None:
+        raise BugError(f"{link.address} has no {field}")
+    return (*link.path, field), split_ref(ref, link.namespace)
+
+
 def _peer_findings(
     view: dict[str, DeclaredNamespace], link: DeclaredLink, where: str
 ) -> Iterator[Finding]:
-    assert link.link.peer is not None
-    path = (*link.path, "peer")
-    namespace, name = split_ref(link.link.peer, link.namespace)
+    path, (namespace, name) = _reference(link, "peer")
     if (namespace, name) == (link.namespace, link.name):
         yield Finding(path, "a veth cannot be its own peer")
         return
