@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +27,12 @@ app = typer.Typer(
     # plain click help keeps `passtplan --help` within 1.3x of importing pydantic + typer + ruamel.
     rich_markup_mode=None,
 )
+
+
+class GraphFormat(str, Enum):
+    DOT = "dot"
+    MERMAID = "mermaid"
+
 
 PlanFiles = Annotated[
     list[Path],
@@ -53,7 +61,106 @@ def validate(paths: PlanFiles) -> None:
     """Check lab files: the schema and every lab-wide rule, all errors at once."""
     from passtplan.commands import validate as command
 
-    raise typer.Exit(command.run(paths))
+    _exit(lambda: command.run(paths))
+
+
+PlanFile = Annotated[Path, typer.Argument(help="The lab file.", metavar="PLAN", show_default=False)]
+Sandbox = Annotated[
+    bool,
+    typer.Option(
+        "--sandbox", help="Build the lab and its surroundings in network namespaces named LAB-NS."
+    ),
+]
+AutoApprove = Annotated[
+    bool, typer.Option("--auto-approve", help="Do not ask for confirmation before changing.")
+]
+
+
+@app.command()
+def plan(
+    path: PlanFile,
+    sandbox: Sandbox = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Save the plan for `apply FILE`.", metavar="FILE")
+    ] = None,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes.")
+    ] = False,
+) -> None:
+    """Show what apply would change on this machine."""
+    from passtplan.commands import plan as command
+
+    _exit(
+        lambda: command.run(
+            path, sandbox=sandbox, as_json=as_json, out=out, detailed_exitcode=detailed_exitcode
+        )
+    )
+
+
+@app.command()
+def apply(
+    path: Annotated[
+        Path,
+        typer.Argument(help="A lab file, or a plan saved by `plan --out`.", metavar="PLAN|SAVED"),
+    ],
+    sandbox: Sandbox = False,
+    auto_approve: AutoApprove = False,
+) -> None:
+    """Make the live state match the lab, in dependency order, then verify it."""
+    from passtplan.commands import apply as command
+
+    _exit(lambda: command.run(path, sandbox=sandbox, auto_approve=auto_approve))
+
+
+@app.command()
+def destroy(path: PlanFile, sandbox: Sandbox = False, auto_approve: AutoApprove = False) -> None:
+    """Remove everything the lab made, in reverse dependency order."""
+    from passtplan.commands import apply as command
+
+    _exit(lambda: command.run(path, sandbox=sandbox, auto_approve=auto_approve, destroy=True))
+
+
+@app.command()
+def show(
+    netns: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--netns",
+            help="A network namespace to show ('host': this machine's own).",
+            metavar="NAME",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of YAML.")] = False,
+) -> None:
+    """Print the live state of network namespaces in the plan language."""
+    from passtplan.commands import show as command
+
+    _exit(lambda: command.run(netns or [], as_json=as_json))
+
+
+@app.command()
+def graph(
+    path: PlanFile,
+    sandbox: Sandbox = False,
+    fmt: Annotated[
+        GraphFormat, typer.Option("--format", help="Output format.", case_sensitive=False)
+    ] = GraphFormat.DOT,
+) -> None:
+    """Print the action graph of the plan."""
+    from passtplan.commands import graph as command
+
+    _exit(lambda: command.run(path, sandbox=sandbox, fmt=fmt.value))
+
+
+def _exit(run: Callable[[], int]) -> None:
+    from passtplan.commands.common import Exit
+
+    try:
+        code = run()
+    except Exit as exc:
+        code = exc.code
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -71,7 +178,8 @@ def main() -> None:
     try:
         app()
     except PasstplanError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or ["(no message)"]:
+            print(f"error: {line}", file=sys.stderr)
         sys.exit(1)
     except Exception as exc:
         if os.environ.get("PASSTPLAN_DEBUG"):

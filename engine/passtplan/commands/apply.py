@@ -1,0 +1,61 @@
+"""`passtplan apply` and `passtplan destroy`: plan, confirm, execute the graph, verify."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+from passtplan.commands.common import confirm, load
+from passtplan.engine import Plan, apply_plan, make_plan, read_saved_plan, require_root, store_for
+from passtplan.errors import PasstplanError
+from passtplan.providers.ownership import OwnershipStore
+from passtplan.providers.session import Session
+from passtplan.render import plan_text, report_text
+
+
+def run(path: Path, *, sandbox: bool, auto_approve: bool, destroy: bool = False) -> int:
+    saved = read_saved_plan(path)
+    if saved is not None:
+        return _run_saved(path, saved)
+    loaded = load(path)
+    command = "destroy" if destroy else "apply"
+    require_root(command)
+    store = store_for(loaded, sandbox=sandbox)
+    with Session() as session:
+        plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy)
+        sys.stdout.write(plan_text(plan))
+        if not plan.pending:
+            return 0
+        verb = "destroy everything this lab made" if destroy else "perform these actions"
+        confirm(f"\nDo you really want to {verb}?", auto_approve=auto_approve)
+        return _execute(plan, session, store)
+
+
+def _run_saved(path: Path, saved: dict[str, object]) -> int:
+    lab_path = Path(str(saved["lab"]))
+    if not lab_path.is_file():
+        raise PasstplanError(f"{path}: the lab it was made from, {lab_path}, is gone")
+    if hashlib.sha256(lab_path.read_bytes()).hexdigest() != saved["lab_sha256"]:
+        raise PasstplanError(f"{path}: {lab_path} changed since the plan was saved; plan again")
+    loaded = load(lab_path)
+    require_root("apply")
+    sandbox, destroy = bool(saved["sandbox"]), bool(saved["destroy"])
+    store = store_for(loaded, sandbox=sandbox)
+    with Session() as session:
+        plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy)
+        if plan.fingerprint != saved["fingerprint"]:
+            raise PasstplanError(
+                f"{path}: the live state changed since the plan was saved, so it may no longer "
+                "do what it showed; run passtplan plan again"
+            )
+        sys.stdout.write(plan_text(plan))
+        if not plan.pending:
+            return 0
+        return _execute(plan, session, store)
+
+
+def _execute(plan: Plan, session: Session, store: OwnershipStore) -> int:
+    report = apply_plan(plan, session, store)
+    sys.stdout.write("\n" + report_text(report))
+    return 0 if report.ok else 1

@@ -1,0 +1,43 @@
+"""What the engine commands share: loading a lab for them, and asking before changing anything."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from passtplan.errors import PasstplanError, SpecError
+from passtplan.spec.loader import LoadedLab, load_lab
+
+
+class Exit(Exception):
+    """Leave a command with this exit code, its messages already printed."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        super().__init__(code)
+
+
+def load(path: Path) -> LoadedLab:
+    """The lab, its warnings printed; every error printed and exit 1 if it is not valid."""
+    try:
+        loaded = load_lab(path)
+    except SpecError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        raise Exit(1) from None
+    for warning in loaded.warnings:
+        print(warning, file=sys.stderr)
+    return loaded
+
+
+def confirm(question: str, *, auto_approve: bool) -> None:
+    if auto_approve:
+        return
+    if not sys.stdin.isatty():
+        raise PasstplanError(
+            "no terminal to confirm on: review the plan, then run again with --auto-approve"
+        )
+    print(f"{question}\n  Only 'yes' will be accepted to approve.\n")
+    answer = input("  Enter a value: ").strip()
+    if answer != "yes":
+        raise PasstplanError("cancelled: nothing was changed")

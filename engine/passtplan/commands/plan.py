@@ -1,0 +1,36 @@
+"""`passtplan plan`: what apply would change, as text or JSON, optionally saved for apply."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from passtplan.commands.common import load
+from passtplan.engine import make_plan, require_root, store_for
+from passtplan.providers.session import Session
+from passtplan.render import plan_json, plan_text, saved_plan
+
+CHANGES_EXIT = 2
+
+
+def run(
+    path: Path,
+    *,
+    sandbox: bool,
+    as_json: bool,
+    out: Path | None,
+    detailed_exitcode: bool,
+    destroy: bool = False,
+) -> int:
+    loaded = load(path)
+    require_root("plan")
+    with Session() as session:
+        plan = make_plan(
+            loaded, session, store_for(loaded, sandbox=sandbox), sandbox=sandbox, destroy=destroy
+        )
+    sys.stdout.write(plan_json(plan) if as_json else plan_text(plan))
+    if out is not None:
+        out.write_text(saved_plan(plan))
+        if not as_json:
+            print(f"\nSaved the plan to {out}; apply exactly it with: passtplan apply {out}")
+    return CHANGES_EXIT if detailed_exitcode and plan.pending else 0

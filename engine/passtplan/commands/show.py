@@ -1,0 +1,139 @@
+"""`passtplan show`: the live state of network namespaces, written in the plan language.
+
+Fed back to `passtplan plan`, the output plans to no changes: each namespace is found by its
+path (`resolve: {path: ...}`), and links whose other end is not shown are written without kind,
+so the plan configures them instead of creating them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+
+from ruamel.yaml import YAML
+
+from passtplan import resources as res
+from passtplan.desired import Desired
+from passtplan.engine import require_root
+from passtplan.errors import PasstplanError
+from passtplan.providers import kernel
+from passtplan.providers.observe import observe
+from passtplan.providers.session import Session
+from passtplan.spec.models import API_VERSION, HOST
+
+CREATABLE = {"veth", "macvlan", "bridge"}
+
+
+def run(netns: list[str], *, as_json: bool) -> int:
+    require_root("show")
+    names = netns or kernel.list_netns()
+    namespaces = {}
+    for netns_name in names:
+        namespace = _namespace(netns_name)
+        if namespace.name in namespaces:
+            raise PasstplanError(f"--netns {netns_name} is given twice")
+        namespaces[namespace.name] = namespace
+    with Session() as session:
+        state = observe(Desired("show", False, namespaces=namespaces), res.Ownership(), session)
+    missing = [
+        ns.netns or ns.name for ns in namespaces.values() if state.namespaces[ns.name] is None
+    ]
+    if missing:
+        raise PasstplanError(f"no such network namespace: {', '.join(missing)} (see ip netns list)")
+    lab = lab_document(state)
+    if as_json:
+        sys.stdout.write(json.dumps(lab, indent=2) + "\n")
+    else:
+        sys.stdout.write(to_yaml(lab))
+    return 0
+
+
+def _namespace(netns_name: str) -> res.Namespace:
+    if netns_name == HOST:
+        return res.Namespace(HOST, None, res.NamespaceRole.HOST)
+    path = str(kernel.netns_path(netns_name))
+    label = re.sub(r"[^a-z0-9-]+", "-", netns_name.lower()).strip("-")[:63] or "ns"
+    return res.Namespace(label, netns_name, res.NamespaceRole.RESOLVED, ("path", path))
+
+
+def lab_document(state: res.State) -> dict[str, object]:
+    """Pure: observed state -> a lab in the plan language."""
+    shown = {name for name, ns in state.namespaces.items() if ns is not None}
+    namespaces: dict[str, object] = {}
+    for name, observed in sorted(state.namespaces.items()):
+        assert observed is not None
+        entry: dict[str, object] = {}
+        ns = observed.namespace
+        if ns.role is res.NamespaceRole.RESOLVED and ns.resolve is not None:
+            entry["resolve"] = {ns.resolve[0]: ns.resolve[1]}
+        links = {}
+        for link in sorted(observed.links.values(), key=lambda link: link.ifindex):
+            addresses = [a.cidr for a in observed.addresses if a.link == link.name]
+            written = _link(link, addresses, shown)
+            if written is not None:
+                links[link.name] = written
+        if links:
+            entry["links"] = links
+        routes = [_route(r) for r in observed.routes]
+        if routes:
+            entry["routes"] = routes
+        namespaces[name] = entry
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Lab",
+        "metadata": {"name": "shown", "description": "live state, written by passtplan show"},
+        "namespaces": namespaces,
+    }
+
+
+def _link(link: res.Link, addresses: list[str], shown: set[str]) -> dict[str, object] | None:
+    other = link.peer or link.parent
+    creatable = link.kind in CREATABLE and (other is None or other[0] in shown)
+    if link.name == "lo" and not addresses:
+        return None
+    out: dict[str, object] = {}
+    if creatable:
+        out["kind"] = link.kind
+        if link.peer is not None:
+            out["peer"] = "/".join(link.peer)
+        if link.parent is not None:
+            out["parent"] = "/".join(link.parent)
+            out["mode"] = link.mode
+        if not link.up:
+            out["up"] = False
+    if link.mtu and link.name != "lo":
+        out["mtu"] = link.mtu
+    if link.mac and link.kind is not None:
+        out["mac"] = link.mac
+    if link.master:
+        out["master"] = link.master
+    if addresses:
+        out["addresses"] = addresses
+    return out
+
+
+def _route(route: res.Route) -> dict[str, object]:
+    out: dict[str, object] = {"to": route.to}
+    if route.via:
+        out["via"] = route.via
+    if route.dev:
+        out["dev"] = route.dev
+    if route.metric != res.DEFAULT_METRIC[route.family]:
+        out["metric"] = route.metric
+    if route.table != res.MAIN_TABLE:
+        out["table"] = route.table
+    if route.onlink:
+        out["onlink"] = True
+    return out
+
+
+def to_yaml(data: object) -> str:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = None
+    yaml.width = 4096  # one line per flow mapping: a MAC address is never wrapped
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[attr-defined]
+    stream = io.StringIO()
+    yaml.dump(data, stream)
+    return stream.getvalue()

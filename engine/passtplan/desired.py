@@ -1,0 +1,128 @@
+"""What a lab asks for, as resources: the pure step from the plan language to the engine's terms.
+
+Here the two modes differ. On a node, `host` is the machine's root namespace; with --sandbox every
+namespace N is the named netns LAB-N, `host` included, and the sandbox section is added.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from passtplan import resources as res
+from passtplan.spec import models as spec
+from passtplan.spec.semantics import split_ref
+
+
+@dataclass
+class Desired:
+    lab: str
+    sandbox: bool
+    namespaces: dict[str, res.Namespace] = field(default_factory=dict)
+    links: dict[str, res.Link] = field(default_factory=dict)  # by address
+    absent_links: set[res.Ref] = field(default_factory=set)
+    addresses: dict[str, res.Address] = field(default_factory=dict)
+    routes: dict[str, res.Route] = field(default_factory=dict)
+    absent_routes: dict[str, res.Route] = field(default_factory=dict)
+    sysctls: dict[str, res.Sysctl] = field(default_factory=dict)
+
+    @property
+    def owner(self) -> str:
+        """The mark on the links this lab makes; the sandbox and the node are different labs."""
+        return f"{res.OWNER_PREFIX}{self.lab}{'@sandbox' if self.sandbox else ''}"
+
+
+def netns_name(lab: str, namespace: str) -> str:
+    """The kernel's name for a lab namespace: `LAB-NAMESPACE`, as `ip netns` lists it."""
+    return f"{lab}-{namespace}"
+
+
+def desired_state(lab: spec.Lab, *, sandbox: bool) -> Desired:
+    desired = Desired(lab.metadata.name, sandbox)
+    sections = [lab.namespaces]
+    if sandbox:
+        sections.append(lab.sandbox.namespaces)
+    for section in sections:
+        for name, namespace in section.items():
+            desired.namespaces.setdefault(name, _namespace(desired, name, namespace))
+    for section in sections:
+        for name, namespace in section.items():
+            _add_contents(desired, name, namespace)
+    _add_implied_veth_ends(desired)
+    return desired
+
+
+def _namespace(desired: Desired, name: str, namespace: spec.Namespace) -> res.Namespace:
+    if namespace.resolve is not None:
+        way, value = next(iter(namespace.resolve.model_dump(exclude_none=True).items()))
+        return res.Namespace(
+            name, netns_name(desired.lab, name), res.NamespaceRole.RESOLVED, (way, str(value))
+        )
+    if name == spec.HOST and not desired.sandbox:
+        return res.Namespace(name, None, res.NamespaceRole.HOST)
+    return res.Namespace(name, netns_name(desired.lab, name), res.NamespaceRole.CREATED)
+
+
+def _add_contents(desired: Desired, ns: str, namespace: spec.Namespace) -> None:
+    for name, link in namespace.links.items():
+        if link.state == "absent":
+            desired.absent_links.add((ns, name))
+            continue
+        resource = desired_link(desired.owner, ns, name, link)
+        desired.links[resource.address] = resource
+        for cidr in link.addresses:
+            address = res.Address(ns, name, cidr)
+            desired.addresses[address.address] = address
+    for route in namespace.routes:
+        resource = desired_route(ns, route)
+        target = desired.routes if route.state == "present" else desired.absent_routes
+        target[resource.address] = resource
+    for key, value in namespace.sysctls.items():
+        sysctl = res.Sysctl(ns, key, value)
+        desired.sysctls[sysctl.address] = sysctl
+
+
+def desired_link(owner: str, ns: str, name: str, link: spec.Link) -> res.Link:
+    created = link.kind is not None
+    return res.Link(
+        namespace=ns,
+        name=name,
+        kind=link.kind,
+        # A link the lab creates is up unless it says otherwise; one it only configures keeps
+        # its state unless `up` is written.
+        up=link.up if created or "up" in link.model_fields_set else None,
+        mtu=link.mtu,
+        mac=link.mac,
+        master=link.master,
+        parent=split_ref(link.parent, ns) if link.parent else None,
+        mode=link.mode,
+        peer=split_ref(link.peer, ns) if link.peer else None,
+        owner=owner if created else None,
+    )
+
+
+def desired_route(ns: str, route: spec.Route) -> res.Route:
+    family = 6 if route.family == 6 else 4
+    to = route.to if route.to == "default" else str(ipaddress.ip_network(route.to))
+    return res.Route(
+        namespace=ns,
+        to=to,
+        family=family,
+        via=route.via,
+        dev=route.dev,
+        metric=route.metric if route.metric is not None else res.DEFAULT_METRIC[family],
+        table=route.table or res.MAIN_TABLE,
+        onlink=route.onlink,
+    )
+
+
+def _add_implied_veth_ends(desired: Desired) -> None:
+    """A veth whose other end is not declared still has one: up, with default settings."""
+    for link in list(desired.links.values()):
+        if link.kind != "veth" or link.peer is None:
+            continue
+        ns, name = link.peer
+        other = res.Link(
+            ns, name, "veth", up=True, peer=(link.namespace, link.name), owner=desired.owner
+        )
+        desired.links.setdefault(other.address, other)

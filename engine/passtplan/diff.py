@@ -1,0 +1,545 @@
+"""Desired state against observed state: the changes, each with what it was, what it will be and
+why. A pure function; nothing here touches the kernel.
+
+Rules, in the spirit of nmstate and Terraform:
+- what the lab declares is made to match; drift on any declared attribute is a change;
+- what the lab made (marked links, recorded namespaces, addresses, routes) and no longer declares
+  is removed; `state: absent` removes a thing whoever made it; nothing else is touched;
+- recreating a link takes its addresses and routes with it (and the macvlans on it, and the other
+  end of a veth), so those are planned again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+
+from passtplan import resources as res
+from passtplan.desired import Desired
+from passtplan.errors import PasstplanError
+
+
+class Action(StrEnum):
+    NOOP = "no-op"
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"
+    DELETE = "delete"
+    READ = "read"  # a namespace found only at apply time
+
+
+@dataclass(frozen=True)
+class Change:
+    address: str
+    action: Action
+    before: res.Resource | None
+    after: res.Resource | None
+    reason: str = ""
+    changed: tuple[str, ...] = ()  # attributes that differ, for update and replace
+    deferred: bool = False  # its namespace is found at apply time: values known after apply
+    covered_by: str | None = None  # removed by removing this (a netns, the other veth end)
+
+    @property
+    def resource(self) -> res.Resource:
+        found = self.after or self.before
+        if found is None:
+            raise PasstplanError(f"change {self.address} has neither before nor after")
+        return found
+
+
+class ConflictError(PasstplanError):
+    """The plan would have to take over or destroy something the lab did not make."""
+
+    def __init__(self, conflicts: list[str]) -> None:
+        self.conflicts = conflicts
+        super().__init__("\n".join(conflicts))
+
+
+@dataclass
+class _Diff:
+    desired: Desired
+    state: res.State
+    changes: dict[str, Change] = field(default_factory=dict)
+    conflicts: list[str] = field(default_factory=list)
+    recreated: set[res.Ref] = field(default_factory=set)  # links that will be (re)made
+    removed: set[res.Ref] = field(default_factory=set)  # links that will go
+    dropped_namespaces: set[str] = field(default_factory=set)
+
+    def add(self, change: Change) -> None:
+        self.changes[change.address] = change
+
+    def observed(self, namespace: str) -> res.NamespaceState | None:
+        return self.state.namespaces.get(namespace)
+
+
+def diff(desired: Desired, state: res.State) -> list[Change]:
+    """Every resource the lab touches, with its action (no-ops included), in a stable order."""
+    work = _Diff(desired, state)
+    _namespaces(work)
+    _links(work)
+    _addresses(work)
+    _routes(work)
+    _sysctls(work)
+    if work.conflicts:
+        raise ConflictError(sorted(work.conflicts))
+    return sorted(work.changes.values(), key=sort_key)
+
+
+KIND_ORDER = {"netns": 0, "link": 1, "address": 2, "route": 3, "sysctl": 4}
+
+
+def sort_key(change: Change) -> tuple[int, str]:
+    return KIND_ORDER[change.address.split(".", 1)[0]], change.address
+
+
+def _namespaces(work: _Diff) -> None:
+    for ns in work.desired.namespaces.values():
+        observed = work.observed(ns.name)
+        if observed is not None:
+            work.add(Change(ns.address, Action.NOOP, observed.namespace, ns))
+        elif ns.role is res.NamespaceRole.CREATED:
+            work.add(Change(ns.address, Action.CREATE, None, ns, "not present"))
+        elif ns.role is res.NamespaceRole.RESOLVED:
+            how = ":".join(ns.resolve or ())
+            work.add(
+                Change(
+                    ns.address, Action.READ, None, ns, f"found at apply time ({how})", deferred=True
+                )
+            )
+    for name in sorted(work.state.owned.namespaces - work.desired.namespaces.keys()):
+        observed = work.observed(name)
+        if observed is None:
+            continue
+        work.dropped_namespaces.add(name)
+        work.add(
+            Change(
+                f"netns.{name}", Action.DELETE, observed.namespace, None, "no longer in the plan"
+            )
+        )
+        _cover_contents(work, observed)
+
+
+def _cover_contents(work: _Diff, observed: res.NamespaceState) -> None:
+    """What goes with a deleted namespace: listed, so the plan shows it, but not acted on."""
+    by = observed.namespace.address
+    for link in observed.links.values():
+        if link.name != "lo":
+            work.add(
+                Change(
+                    link.address,
+                    Action.DELETE,
+                    link,
+                    None,
+                    "its namespace is deleted",
+                    covered_by=by,
+                )
+            )
+            work.removed.add((link.namespace, link.name))
+            if link.kind == "veth" and link.peer and link.peer[0] not in work.dropped_namespaces:
+                _cover_peer(work, link, by)
+    for address in observed.addresses:
+        if address.address in work.state.owned.addresses:
+            work.add(
+                Change(
+                    address.address,
+                    Action.DELETE,
+                    address,
+                    None,
+                    "its namespace is deleted",
+                    covered_by=by,
+                )
+            )
+
+
+def _cover_peer(work: _Diff, link: res.Link, by: str) -> None:
+    assert link.peer is not None
+    peer_ns = work.observed(link.peer[0])
+    other = peer_ns.links.get(link.peer[1]) if peer_ns else None
+    if other is not None:
+        work.add(
+            Change(
+                other.address, Action.DELETE, other, None, "its veth peer is deleted", covered_by=by
+            )
+        )
+        work.removed.add((other.namespace, other.name))
+
+
+def _deferred(work: _Diff, namespace: str) -> bool:
+    ns = work.desired.namespaces.get(namespace)
+    return (
+        ns is not None
+        and ns.role is res.NamespaceRole.RESOLVED
+        and work.observed(namespace) is None
+    )
+
+
+def _links(work: _Diff) -> None:
+    desired = work.desired
+    for link in sorted(desired.links.values(), key=lambda link: link.address):
+        observed_ns = work.observed(link.namespace)
+        current = observed_ns.links.get(link.name) if observed_ns else None
+        _link_change(work, link, current)
+    _cascade_recreation(work)
+    for ns, name in sorted(desired.absent_links):
+        observed_ns = work.observed(ns)
+        current = observed_ns.links.get(name) if observed_ns else None
+        if current is not None:
+            work.add(
+                Change(current.address, Action.DELETE, current, None, "declared state: absent")
+            )
+            work.removed.add((ns, name))
+            _cover_veth_peer(work, current)
+        elif _deferred(work, ns):
+            before = res.Link(ns, name)
+            work.add(
+                Change(
+                    before.address,
+                    Action.DELETE,
+                    before,
+                    None,
+                    "declared state: absent; if present at apply time",
+                    deferred=True,
+                )
+            )
+    for observed_ns in work.state.namespaces.values():
+        if observed_ns is None or observed_ns.namespace.name in work.dropped_namespaces:
+            continue
+        for current in observed_ns.links.values():
+            if (
+                current.owner == desired.owner
+                and current.address not in desired.links
+                and current.address not in work.changes
+            ):
+                work.add(
+                    Change(
+                        current.address,
+                        Action.DELETE,
+                        current,
+                        None,
+                        "made by this lab, no longer in the plan",
+                    )
+                )
+                work.removed.add((current.namespace, current.name))
+                _cover_veth_peer(work, current)
+
+
+def _cover_veth_peer(work: _Diff, link: res.Link) -> None:
+    """Deleting one end of a veth deletes the other: show it, and do not try it twice."""
+    if link.kind != "veth" or link.peer is None:
+        return
+    peer_ns = work.observed(link.peer[0])
+    other = peer_ns.links.get(link.peer[1]) if peer_ns else None
+    if other is None or other.address in work.desired.links:
+        return
+    work.add(
+        Change(
+            other.address,
+            Action.DELETE,
+            other,
+            None,
+            "its veth peer is deleted",
+            covered_by=link.address,
+        )
+    )
+    work.removed.add((other.namespace, other.name))
+
+
+REPLACE_FIELDS = ("kind", "parent", "mode", "peer")
+UPDATE_FIELDS = ("up", "mtu", "mac", "master")
+
+
+def _link_change(work: _Diff, link: res.Link, current: res.Link | None) -> None:
+    ref = (link.namespace, link.name)
+    if current is None:
+        if _deferred(work, link.namespace):
+            work.add(
+                Change(
+                    link.address, Action.CREATE, None, link, "found at apply time", deferred=True
+                )
+            )
+            work.recreated.add(ref)
+        elif link.kind is None:
+            work.conflicts.append(
+                f"{link.address}: the lab configures this link but does not create it (no kind), "
+                "and it does not exist"
+            )
+        else:
+            work.add(Change(link.address, Action.CREATE, None, link, "not present"))
+            work.recreated.add(ref)
+        return
+    replace = _differing(link, current, REPLACE_FIELDS)
+    if replace:
+        if current.owner != link.owner or link.owner is None:
+            made = f"made by {current.owner}" if current.owner else "not made by this lab"
+            work.conflicts.append(
+                f"{link.address}: a {current.kind or 'device'} by this name exists ({made}); "
+                f"it differs in {', '.join(replace)}, and passtplan will not replace what it did "
+                "not make: remove it, or declare it with state: absent"
+            )
+            return
+        work.add(
+            Change(
+                link.address,
+                Action.REPLACE,
+                current,
+                link,
+                _describe(replace, link, current),
+                replace,
+            )
+        )
+        work.recreated.add(ref)
+        return
+    update = _differing(link, current, UPDATE_FIELDS)
+    if update:
+        work.add(
+            Change(
+                link.address, Action.UPDATE, current, link, _describe(update, link, current), update
+            )
+        )
+    else:
+        work.add(Change(link.address, Action.NOOP, current, link))
+
+
+def _differing(want: object, have: object, names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(
+        name
+        for name in names
+        if getattr(want, name) is not None and getattr(want, name) != getattr(have, name)
+    )
+
+
+def _describe(names: tuple[str, ...], want: object, have: object) -> str:
+    return ", ".join(f"{n}: {_show(getattr(have, n))} -> {_show(getattr(want, n))}" for n in names)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, tuple):
+        return "/".join(str(v) for v in value)
+    return "none" if value in (None, "") else str(value)
+
+
+def _cascade_recreation(work: _Diff) -> None:
+    """Recreating a link destroys what hangs on it: macvlans on it, the other end of its veth."""
+    changed = True
+    while changed:
+        changed = False
+        for link in work.desired.links.values():
+            ref = (link.namespace, link.name)
+            if ref in work.recreated:
+                continue
+            lost = (link.parent in work.recreated) or (
+                link.kind == "veth" and link.peer in work.recreated
+            )
+            if lost:
+                current = work.changes[link.address].before
+                reason = f"{'its parent' if link.parent in work.recreated else 'its veth peer'} is recreated"
+                action = Action.CREATE if current is None else Action.REPLACE
+                work.add(
+                    Change(
+                        link.address,
+                        action,
+                        current,
+                        link,
+                        reason,
+                        deferred=work.changes[link.address].deferred,
+                    )
+                )
+                work.recreated.add(ref)
+                changed = True
+
+
+def _addresses(work: _Diff) -> None:
+    for address in sorted(work.desired.addresses.values(), key=lambda a: a.address):
+        ref = (address.namespace, address.link)
+        observed_ns = work.observed(address.namespace)
+        if ref in work.recreated:
+            work.add(
+                Change(
+                    address.address,
+                    Action.CREATE,
+                    None,
+                    address,
+                    "its link is (re)created",
+                    deferred=_deferred(work, address.namespace),
+                )
+            )
+        elif observed_ns is not None and address in observed_ns.addresses:
+            work.add(Change(address.address, Action.NOOP, address, address))
+        else:
+            work.add(Change(address.address, Action.CREATE, None, address, "not present"))
+    for observed_ns in work.state.namespaces.values():
+        if observed_ns is None or observed_ns.namespace.name in work.dropped_namespaces:
+            continue
+        for address in observed_ns.addresses:
+            owned = address.address in work.state.owned.addresses
+            if owned and address.address not in work.desired.addresses:
+                gone = (address.namespace, address.link) in work.removed
+                work.add(
+                    Change(
+                        address.address,
+                        Action.DELETE,
+                        address,
+                        None,
+                        "its link is deleted"
+                        if gone
+                        else "made by this lab, no longer in the plan",
+                        covered_by=f"link.{address.namespace}/{address.link}" if gone else None,
+                    )
+                )
+
+
+def route_dev(route: res.Route, desired: Desired) -> str | None:
+    """The link a route leaves through: its dev, or the link whose address covers its gateway."""
+    if route.dev is not None or route.via is None:
+        return route.dev
+    gateway = ipaddress.ip_address(route.via)
+    for address in desired.addresses.values():
+        if (
+            address.namespace == route.namespace
+            and gateway in ipaddress.ip_interface(address.cidr).network
+        ):
+            return address.link
+    return None
+
+
+def _routes(work: _Diff) -> None:
+    desired = work.desired
+    for route in sorted(desired.routes.values(), key=lambda r: r.address):
+        observed_ns = work.observed(route.namespace)
+        dev = route_dev(route, desired)
+        current = (
+            next((r for r in observed_ns.routes if r.key == route.key), None)
+            if observed_ns
+            else None
+        )
+        if dev is not None and (route.namespace, dev) in work.recreated:
+            work.add(
+                Change(
+                    route.address,
+                    Action.CREATE,
+                    None,
+                    route,
+                    "its link is (re)created",
+                    deferred=_deferred(work, route.namespace),
+                )
+            )
+        elif current is None:
+            work.add(
+                Change(
+                    route.address,
+                    Action.CREATE,
+                    None,
+                    route,
+                    "not present",
+                    deferred=_deferred(work, route.namespace),
+                )
+            )
+        else:
+            differs = _route_differs(route, current)
+            if differs:
+                work.add(
+                    Change(
+                        route.address,
+                        Action.UPDATE,
+                        current,
+                        route,
+                        _describe(differs, route, current),
+                        differs,
+                    )
+                )
+            else:
+                work.add(Change(route.address, Action.NOOP, current, route))
+    for route in desired.absent_routes.values():
+        observed_ns = work.observed(route.namespace)
+        current = (
+            next((r for r in observed_ns.routes if r.key == route.key), None)
+            if observed_ns
+            else None
+        )
+        if current is not None:
+            work.add(
+                Change(current.address, Action.DELETE, current, None, "declared state: absent")
+            )
+    for observed_ns in work.state.namespaces.values():
+        if observed_ns is None or observed_ns.namespace.name in work.dropped_namespaces:
+            continue
+        for current in observed_ns.routes:
+            if current.address in work.state.owned.routes and current.address not in desired.routes:
+                gone = current.dev is not None and (current.namespace, current.dev) in work.removed
+                work.add(
+                    Change(
+                        current.address,
+                        Action.DELETE,
+                        current,
+                        None,
+                        "its link is deleted"
+                        if gone
+                        else "made by this lab, no longer in the plan",
+                        covered_by=f"link.{current.namespace}/{current.dev}" if gone else None,
+                    )
+                )
+
+
+def _route_differs(want: res.Route, have: res.Route) -> tuple[str, ...]:
+    names = ["via"] if want.via != have.via else []
+    if want.dev is not None and want.dev != have.dev:
+        names.append("dev")
+    if want.onlink != have.onlink:
+        names.append("onlink")
+    return tuple(names)
+
+
+def _sysctls(work: _Diff) -> None:
+    for sysctl in sorted(work.desired.sysctls.values(), key=lambda s: s.address):
+        observed_ns = work.observed(sysctl.namespace)
+        have = observed_ns.sysctls.get(sysctl.name) if observed_ns else None
+        if have is None:
+            work.add(
+                Change(
+                    sysctl.address,
+                    Action.CREATE if observed_ns is None else Action.UPDATE,
+                    None,
+                    sysctl,
+                    "set",
+                    deferred=_deferred(work, sysctl.namespace),
+                )
+            )
+        elif _normal(have) != _normal(sysctl.value):
+            before = res.Sysctl(sysctl.namespace, sysctl.name, have)
+            work.add(
+                Change(
+                    sysctl.address,
+                    Action.UPDATE,
+                    before,
+                    sysctl,
+                    f"value: {have} -> {sysctl.value}",
+                    ("value",),
+                )
+            )
+        else:
+            work.add(Change(sysctl.address, Action.NOOP, sysctl, sysctl))
+    for address, original in sorted(work.state.owned.sysctls.items()):
+        if address in work.desired.sysctls:
+            continue
+        namespace, name = res.parse_sysctl_address(address)
+        observed_ns = work.observed(namespace)
+        if observed_ns is None or namespace in work.dropped_namespaces:
+            continue
+        have = observed_ns.sysctls.get(name)
+        before = res.Sysctl(namespace, name, have or "")
+        after = res.Sysctl(namespace, name, original)
+        work.add(
+            Change(
+                address, Action.DELETE, before, after, f"no longer in the plan: restore {original}"
+            )
+        )
+
+
+def _normal(value: str) -> str:
+    return " ".join(value.split())
+
+
+def field_names(resource: res.Resource) -> list[str]:
+    return [f.name for f in fields(resource)]

@@ -1,0 +1,197 @@
+"""The pipeline: load -> observe -> diff -> graph -> apply -> verify. Wires the stages together;
+each stage's logic lives in its own module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from passtplan import resources as res
+from passtplan.desired import Desired, desired_state
+from passtplan.diff import Action, Change, diff
+from passtplan.errors import PasstplanError
+from passtplan.graph import build_graph
+from passtplan.providers.actions import Applier
+from passtplan.providers.observe import observe
+from passtplan.providers.ownership import OwnershipStore
+from passtplan.providers.session import Session
+from passtplan.spec.loader import LoadedLab
+from passtplan.walk import Outcome, Status, walk
+
+SAVED_PLAN_KIND = "passtplan-saved-plan"
+FORMAT_VERSION = "1.0"
+
+
+class VerifyError(PasstplanError):
+    """After apply, the live state still differs from the plan."""
+
+
+@dataclass
+class Plan:
+    loaded: LoadedLab
+    desired: Desired
+    state: res.State
+    changes: list[Change]
+    fingerprint: str
+    destroy: bool = False
+
+    @property
+    def pending(self) -> list[Change]:
+        return [c for c in self.changes if c.action is not Action.NOOP]
+
+
+@dataclass
+class ApplyReport:
+    plan: Plan
+    outcomes: list[tuple[Change, Outcome]]
+    verify_errors: list[str]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.verify_errors and all(o.status is Status.DONE for _, o in self.outcomes)
+
+
+def require_root(command: str) -> None:
+    if os.geteuid() != 0:
+        raise PasstplanError(
+            f"passtplan {command} needs root: it reads and changes network namespaces "
+            "(run it with sudo)"
+        )
+
+
+def lab_key(desired: Desired) -> str:
+    return desired.lab + ("@sandbox" if desired.sandbox else "")
+
+
+def store_for(loaded: LoadedLab, *, sandbox: bool) -> OwnershipStore:
+    return OwnershipStore(loaded.name + ("@sandbox" if sandbox else ""))
+
+
+def destroy_target(desired: Desired) -> Desired:
+    """What is left wanted when destroying: nothing but the namespaces the lab never creates."""
+    kept = {
+        name: ns
+        for name, ns in desired.namespaces.items()
+        if ns.role is not res.NamespaceRole.CREATED
+    }
+    return Desired(desired.lab, desired.sandbox, namespaces=kept)
+
+
+def make_plan(
+    loaded: LoadedLab, session: Session, store: OwnershipStore, *, sandbox: bool, destroy: bool
+) -> Plan:
+    desired = desired_state(loaded.lab, sandbox=sandbox)
+    if destroy:
+        desired = destroy_target(desired)
+    state = observe(desired, store.owned, session)
+    changes = diff(desired, state)
+    build_graph(changes, desired)  # a cycle is an error at plan time, not half-way through apply
+    return Plan(loaded, desired, state, changes, fingerprint(state), destroy)
+
+
+def fingerprint(state: res.State) -> str:
+    """A hash of everything observed: a saved plan is only applied to the state it was made on."""
+    data = {
+        name: None if ns is None else dataclasses.asdict(ns)
+        for name, ns in sorted(state.namespaces.items())
+    }
+    owned = dataclasses.asdict(state.owned)
+    text = json.dumps({"state": data, "owned": owned}, sort_keys=True, default=sorted)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def apply_plan(
+    plan: Plan, session: Session, store: OwnershipStore, *, workers: int = 4
+) -> ApplyReport:
+    started = time.perf_counter()
+    graph = build_graph(plan.changes, plan.desired)
+    by_address = {c.address: c for c in plan.changes}
+    applier = Applier(session, plan.desired, store)
+    outcomes = walk(
+        graph,
+        lambda node: applier(by_address[node]),
+        workers=workers,
+        inline=lambda node: by_address[node].action is Action.NOOP,
+    )
+    results = [(by_address[a], outcomes[a]) for a in (c.address for c in plan.changes)]
+    write_journal(store, results)
+    verify_errors: list[str] = []
+    if all(o.status is Status.DONE for _, o in results):
+        verify_errors = verify(plan, session, store)
+        if plan.destroy and not verify_errors:
+            store.forget_all()  # nothing of the lab is left: neither record nor journal
+    return ApplyReport(plan, results, verify_errors, time.perf_counter() - started)
+
+
+def verify(plan: Plan, session: Session, store: OwnershipStore) -> list[str]:
+    """Re-read the live state and compare every declared attribute, as nmstate does."""
+    state = observe(plan.desired, store.owned, session)
+    errors = []
+    for change in diff(plan.desired, state):
+        if change.action is Action.NOOP:
+            continue
+        if change.action is Action.UPDATE and change.changed:
+            for name in change.changed:
+                want = getattr(change.after, name)
+                have = getattr(change.before, name)
+                errors.append(f"{change.address}: {name}: want {want}, have {have}")
+        elif change.action is Action.CREATE:
+            errors.append(f"{change.address}: missing after apply")
+        elif change.action is Action.DELETE:
+            errors.append(f"{change.address}: still present after apply")
+        else:
+            errors.append(
+                f"{change.address}: still to {change.action} after apply ({change.reason})"
+            )
+    return errors
+
+
+UNDO = {
+    Action.CREATE: Action.DELETE,
+    Action.DELETE: Action.CREATE,
+    Action.UPDATE: Action.UPDATE,
+    Action.REPLACE: Action.REPLACE,
+}
+
+
+def write_journal(store: OwnershipStore, results: list[tuple[Change, Outcome]]) -> None:
+    """Every completed action with what undoes it, for the rollback that builds on this."""
+    entries = []
+    for change, outcome in results:
+        if outcome.status is not Status.DONE or change.action not in UNDO or change.covered_by:
+            continue
+        entries.append(
+            {
+                "time": time.time(),
+                "address": change.address,
+                "action": str(change.action),
+                "undo": str(UNDO[change.action]),
+                "before": res.attributes(change.before),
+                "after": res.attributes(change.after),
+            }
+        )
+    if not entries:
+        return
+    path = store.path.parent / "journal.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as journal:
+        for entry in entries:
+            journal.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def read_saved_plan(path: Path) -> dict[str, object] | None:
+    """The saved plan in `path`, or None when the file is a lab rather than a saved plan."""
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(data, dict) and data.get("kind") == SAVED_PLAN_KIND:
+        return data
+    return None

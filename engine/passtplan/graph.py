@@ -1,0 +1,134 @@
+"""The dependency rules, in one place, and the action graph built from them.
+
+An edge u -> v means u runs before v. Things are made in dependency order (a namespace before its
+links, a macvlan's parent before it, a bridge before its ports, a link before its addresses,
+addresses before the routes that leave through them) and destroyed in the reverse order. Within a
+namespace, links go before links come, as nmstate removes absent interfaces first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import networkx as nx
+
+from passtplan import resources as res
+from passtplan.desired import Desired
+from passtplan.diff import Action, Change, route_dev
+from passtplan.errors import PasstplanError
+
+MAKING = {Action.CREATE, Action.UPDATE, Action.REPLACE, Action.NOOP, Action.READ}
+
+
+class CycleError(PasstplanError):
+    def __init__(self, cycle: list[str]) -> None:
+        self.cycle = cycle
+        super().__init__("dependency cycle: " + " -> ".join([*cycle, cycle[0]]))
+
+
+def dependencies(resource: res.Resource, desired: Desired) -> Iterator[str]:
+    """Addresses of what must exist before `resource` can."""
+    if isinstance(resource, res.Namespace):
+        return
+    yield f"netns.{resource.namespace}"
+    if isinstance(resource, res.Link):
+        if resource.master:
+            yield f"link.{resource.namespace}/{resource.master}"
+        if resource.parent is not None:
+            yield f"netns.{resource.parent[0]}"
+            yield "link.{}/{}".format(*resource.parent)
+        if resource.peer is not None:
+            yield f"netns.{resource.peer[0]}"
+            peer = "link.{}/{}".format(*resource.peer)
+            if peer < resource.address:
+                yield peer  # the lower-named end makes the pair; the other waits for it
+    elif isinstance(resource, res.Address):
+        yield f"link.{resource.namespace}/{resource.link}"
+    elif isinstance(resource, res.Route):
+        dev = route_dev(resource, desired)
+        if dev is not None:
+            yield f"link.{resource.namespace}/{dev}"
+            for address in desired.addresses.values():
+                if address.namespace == resource.namespace and address.link == dev:
+                    yield address.address
+
+
+def build_graph(changes: list[Change], desired: Desired) -> nx.DiGraph:
+    graph = nx.DiGraph()
+    by_address = {c.address: c for c in changes}
+    for change in changes:
+        graph.add_node(change.address, change=change)
+    for change in changes:
+        for edge in _edges(change, by_address, desired):
+            graph.add_edge(*edge)
+    _absent_first(graph, changes)
+    if not nx.is_directed_acyclic_graph(graph):
+        raise CycleError(_cycle(graph))
+    return graph
+
+
+def _edges(
+    change: Change, by_address: dict[str, Change], desired: Desired
+) -> Iterator[tuple[str, str]]:
+    if change.covered_by is not None and change.covered_by in by_address:
+        yield change.address, change.covered_by
+    resources = [r for r in (change.before, change.after) if r is not None]
+    for resource in resources:
+        for dep in dependencies(resource, desired):
+            other = by_address.get(dep)
+            if other is None or dep == change.address:
+                continue
+            if change.action is Action.DELETE and other.action is Action.DELETE:
+                yield change.address, dep  # dependents go first
+            elif change.action in MAKING and other.action in MAKING | {Action.REPLACE}:
+                yield dep, change.address
+
+
+def _absent_first(graph: nx.DiGraph, changes: list[Change]) -> None:
+    going: dict[str, list[str]] = {}
+    coming: dict[str, list[str]] = {}
+    for change in changes:
+        if not change.address.startswith("link."):
+            continue
+        namespace = change.resource.namespace  # type: ignore[union-attr]
+        if change.action is Action.DELETE and change.covered_by is None:
+            going.setdefault(namespace, []).append(change.address)
+        elif change.action in (Action.CREATE, Action.REPLACE):
+            coming.setdefault(namespace, []).append(change.address)
+    for namespace, deletes in going.items():
+        for delete in deletes:
+            for create in coming.get(namespace, []):
+                if not nx.has_path(graph, create, delete):
+                    graph.add_edge(delete, create)
+
+
+def _cycle(graph: nx.DiGraph) -> list[str]:
+    """One cycle, always the same for the same graph: it starts at its smallest node."""
+    cycle = min(
+        (c for c in nx.simple_cycles(graph)),
+        key=lambda c: (len(c), min(c)),
+    )
+    start = cycle.index(min(cycle))
+    return cycle[start:] + cycle[:start]
+
+
+def to_dot(graph: nx.DiGraph) -> str:
+    lines = ["digraph passtplan {", "  rankdir=LR;", '  node [shape=box, fontname="monospace"];']
+    for node in sorted(graph.nodes):
+        change: Change = graph.nodes[node]["change"]
+        lines.append(f'  "{node}" [label="{node}\\n{change.action}"];')
+    for u, v in sorted(graph.edges):
+        lines.append(f'  "{u}" -> "{v}";')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def to_mermaid(graph: nx.DiGraph) -> str:
+    ids = {node: f"n{i}" for i, node in enumerate(sorted(graph.nodes))}
+    lines = ["flowchart LR"]
+    for node, ident in ids.items():
+        change: Change = graph.nodes[node]["change"]
+        lines.append(f'  {ident}["{node}<br/>{change.action}"]')
+    for u, v in sorted(graph.edges):
+        lines.append(f"  {ids[u]} --> {ids[v]}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,342 @@
+"""Carry out one change on the kernel. Every action is idempotent: an object that is already as
+wanted (made by a veth's other end, removed with its namespace) is not an error.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from passtplan import resources as res
+from passtplan.desired import Desired
+from passtplan.diff import Action, Change
+from passtplan.errors import PasstplanError
+from passtplan.providers import kernel
+from passtplan.providers.observe import read_sysctls, sysctl_path
+from passtplan.providers.ownership import OwnershipStore
+from passtplan.providers.session import OWN_NAMESPACE, Handle, Session, namespace_file
+
+IFA_F_NODAD = 0x02  # lab addresses are usable at once, without duplicate address detection
+RTNH_F_ONLINK = 0x4
+AF = {4: 2, 6: 10}
+
+
+class ApplyError(PasstplanError):
+    def __init__(self, address: str, message: str) -> None:
+        self.address = address
+        super().__init__(f"{address}: {message}")
+
+
+class Applier:
+    """Applies changes through one session; the apply walker calls it from worker threads."""
+
+    def __init__(self, session: Session, desired: Desired, store: OwnershipStore) -> None:
+        self.session = session
+        self.desired = desired
+        self.store = store
+
+    def __call__(self, change: Change) -> str:
+        if change.action is Action.NOOP:
+            return "unchanged"
+        if change.covered_by is not None:
+            self._release(change)
+            return f"removed with {change.covered_by}"
+        kind = change.address.split(".", 1)[0]
+        try:
+            handler = getattr(self, f"_{kind}")
+            return str(handler(change))
+        except NetlinkError as exc:
+            raise ApplyError(
+                change.address, f"{os.strerror(exc.code)} (netlink error {exc.code})"
+            ) from None
+        except OSError as exc:
+            raise ApplyError(change.address, exc.strerror or str(exc)) from None
+
+    # --- namespaces -------------------------------------------------------------------------
+
+    def _netns(self, change: Change) -> str:
+        ns = change.resource
+        assert isinstance(ns, res.Namespace)
+        if change.action is Action.CREATE:
+            assert ns.netns is not None
+            if kernel.exists(ns.netns):
+                raise ApplyError(change.address, f"netns {ns.netns} already exists")
+            kernel.create(ns.netns)
+            self.store.claim("namespaces", ns.name)
+            self.session.open(ns)
+            return f"created netns {ns.netns}"
+        if change.action is Action.DELETE:
+            assert ns.netns is not None
+            self.session.forget(ns.name)
+            kernel.remove(ns.netns)
+            self.store.release_namespace(ns.name)
+            return f"deleted netns {ns.netns}"
+        if change.action is Action.READ:
+            if namespace_file(ns) is None or self.session.open(ns) is None:
+                how = ":".join(ns.resolve or ())
+                raise ApplyError(change.address, f"cannot find the namespace ({how})")
+            return "found"
+        raise ApplyError(change.address, f"cannot {change.action} a namespace")
+
+    def _handle(self, namespace: str) -> Handle:
+        ns = self.desired.namespaces.get(namespace) or res.Namespace(
+            namespace, None, res.NamespaceRole.CREATED
+        )
+        handle = self.session.open(ns)
+        if handle is None:
+            raise ApplyError(f"netns.{namespace}", "the namespace does not exist")
+        return handle
+
+    @contextmanager
+    def _netns_fd(self, handle: Handle) -> Iterator[int]:
+        """A namespace fd to hand the kernel (IFLA_NET_NS_FD), also for our own namespace."""
+        if handle.fd is not None:
+            yield handle.fd
+            return
+        fd = os.open(OWN_NAMESPACE, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    # --- links ------------------------------------------------------------------------------
+
+    def _index(self, handle: Handle, name: str) -> int | None:
+        try:
+            reply = handle.ipr.link("get", ifname=name)
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None
+            raise
+        return int(reply[0]["index"])
+
+    def _link(self, change: Change) -> str:
+        if change.action is Action.DELETE:
+            return self._delete_link(change)
+        link = change.after
+        assert isinstance(link, res.Link)
+        if change.action is Action.REPLACE:
+            self._delete_link(change)
+        if change.action in (Action.CREATE, Action.REPLACE):
+            made = self._create_link(link)
+            self._configure(
+                link,
+                tuple(f for f in ("up", "mtu", "mac", "master") if getattr(link, f) is not None),
+                own=True,
+            )
+            return made
+        self._configure(link, change.changed, own=False)
+        return f"set {', '.join(change.changed)}"
+
+    def _delete_link(self, change: Change) -> str:
+        link = change.before
+        assert isinstance(link, res.Link)
+        handle = self._handle(link.namespace)
+
+        def delete() -> str:
+            index = self._index(handle, link.name)
+            if index is None:
+                return "already gone"
+            try:
+                handle.ipr.link("del", index=index)
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise
+            return "deleted"
+
+        return handle.run(delete)
+
+    def _create_link(self, link: res.Link) -> str:
+        handle = self._handle(link.namespace)
+        if link.kind == "veth":
+            return self._create_veth(handle, link)
+        if link.kind == "macvlan":
+            return self._create_macvlan(handle, link)
+        handle.run(lambda: handle.ipr.link("add", ifname=link.name, kind=link.kind))
+        return f"created {link.kind}"
+
+    def _create_veth(self, handle: Handle, link: res.Link) -> str:
+        """Both ends in one request; the graph runs the other end's action after this one."""
+        assert link.peer is not None
+        peer_ns, peer_name = link.peer
+        peer = self._handle(peer_ns)
+
+        def create(peer_fd: int) -> str:
+            if self._index(handle, link.name) is not None:
+                return "created with its peer"
+            spec: dict[str, Any] = {"ifname": peer_name}
+            if peer is not handle:
+                spec["net_ns_fd"] = peer_fd
+            handle.ipr.link("add", ifname=link.name, kind="veth", peer=spec)
+            return f"created veth pair with {peer_ns}/{peer_name}"
+
+        with self._netns_fd(peer) as peer_fd:
+            return handle.run(lambda: create(peer_fd))
+
+    def _create_macvlan(self, handle: Handle, link: res.Link) -> str:
+        """Made on its parent's socket and placed in its own namespace in the same request."""
+        assert link.parent is not None
+        parent_ns, parent_name = link.parent
+        parent = self._handle(parent_ns)
+
+        def create(target_fd: int) -> None:
+            parent_index = self._index(parent, parent_name)
+            if parent_index is None:
+                raise ApplyError(link.address, f"parent {parent_ns}/{parent_name} does not exist")
+            args: dict[str, Any] = {"ifname": link.name, "kind": "macvlan", "link": parent_index}
+            args["macvlan_mode"] = link.mode or "vepa"
+            if parent is not handle:
+                args["net_ns_fd"] = target_fd
+            parent.ipr.link("add", **args)
+
+        with self._netns_fd(handle) as target_fd:
+            parent.run(lambda: create(target_fd))
+        return f"created macvlan on {parent_ns}/{parent_name} ({link.mode})"
+
+    def _configure(self, link: res.Link, fields: tuple[str, ...], *, own: bool) -> None:
+        handle = self._handle(link.namespace)
+
+        def configure() -> None:
+            index = self._index(handle, link.name)
+            if index is None:
+                raise ApplyError(link.address, "the link does not exist")
+            args: dict[str, Any] = {}
+            if own and link.owner:
+                args["ifalias"] = link.owner
+            if "mtu" in fields and link.mtu is not None:
+                args["mtu"] = link.mtu
+            if "mac" in fields and link.mac is not None:
+                args["address"] = link.mac
+            if "master" in fields and link.master is not None:
+                master = self._index(handle, link.master) if link.master else 0
+                if master is None:
+                    raise ApplyError(link.address, f"master {link.master} does not exist")
+                args["master"] = master
+            if args:
+                handle.ipr.link("set", index=index, **args)
+            if "up" in fields and link.up is not None:
+                handle.ipr.link("set", index=index, state="up" if link.up else "down")
+
+        handle.run(configure)
+
+    # --- addresses --------------------------------------------------------------------------
+
+    def _address(self, change: Change) -> str:
+        address = change.resource
+        assert isinstance(address, res.Address)
+        handle = self._handle(address.namespace)
+        ip = ipaddress.ip_interface(address.cidr)
+
+        def apply() -> str:
+            index = self._index(handle, address.link)
+            if index is None:
+                if change.action is Action.DELETE:
+                    return "already gone"
+                raise ApplyError(change.address, f"link {address.link} does not exist")
+            args: dict[str, Any] = {
+                "index": index,
+                "address": str(ip.ip),
+                "prefixlen": ip.network.prefixlen,
+                "family": AF[ip.version],
+            }
+            if change.action is Action.DELETE:
+                try:
+                    handle.ipr.addr("del", **args)
+                except NetlinkError as exc:
+                    if exc.code != errno.EADDRNOTAVAIL:
+                        raise
+                return "deleted"
+            if ip.version == 6:
+                args["flags"] = IFA_F_NODAD
+            try:
+                handle.ipr.addr("add", **args)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+                return "already present"
+            return "added"
+
+        note = handle.run(apply)
+        if change.action is Action.DELETE:
+            self.store.release("addresses", address.address)
+        elif note == "added":
+            self.store.claim("addresses", address.address)
+        return note
+
+    # --- routes -----------------------------------------------------------------------------
+
+    def _route(self, change: Change) -> str:
+        route = change.resource
+        assert isinstance(route, res.Route)
+        handle = self._handle(route.namespace)
+        args: dict[str, Any] = {
+            "family": AF[route.family],
+            "table": route.table,
+            "priority": route.metric,
+            "dst_len": 0,
+        }
+        if route.to != "default":
+            network = ipaddress.ip_network(route.to)
+            args["dst"], args["dst_len"] = str(network.network_address), network.prefixlen
+        if change.action is Action.DELETE:
+            handle.run(lambda: self._delete_route(handle, args))
+            self.store.release("routes", route.address)
+            return "deleted"
+        if route.via is not None:
+            args["gateway"] = route.via
+        if route.onlink:
+            args["flags"] = RTNH_F_ONLINK
+
+        def replace() -> None:
+            if route.dev is not None:
+                index = self._index(handle, route.dev)
+                if index is None:
+                    raise ApplyError(change.address, f"link {route.dev} does not exist")
+                args["oif"] = index
+            handle.ipr.route("replace", **args)
+
+        handle.run(replace)
+        if change.action is Action.CREATE:
+            self.store.claim("routes", route.address)
+        return "replaced" if change.action is Action.UPDATE else "added"
+
+    @staticmethod
+    def _delete_route(handle: Handle, args: dict[str, Any]) -> None:
+        try:
+            handle.ipr.route("del", **args)
+        except NetlinkError as exc:
+            if exc.code != errno.ESRCH:
+                raise
+
+    # --- sysctls ----------------------------------------------------------------------------
+
+    def _sysctl(self, change: Change) -> str:
+        sysctl = change.after
+        assert isinstance(sysctl, res.Sysctl)
+        handle = self._handle(sysctl.namespace)
+        ns = self.desired.namespaces.get(sysctl.namespace)
+        if change.action is not Action.DELETE and (
+            ns is None or ns.role is not res.NamespaceRole.CREATED
+        ):
+            before = read_sysctls(handle, [sysctl.name]).get(sysctl.name)
+            if before is not None:
+                self.store.remember_sysctl(sysctl.address, before)
+        path = sysctl_path(sysctl.name)
+        kernel.run_inside(handle.fd, lambda: path.write_text(sysctl.value + "\n"))
+        if change.action is Action.DELETE:
+            self.store.forget_sysctl(sysctl.address)
+            return f"restored {sysctl.value}"
+        return f"set {sysctl.value}"
+
+    def _release(self, change: Change) -> None:
+        kind = change.address.split(".", 1)[0]
+        if kind == "address":
+            self.store.release("addresses", change.address)
+        elif kind == "route":
+            self.store.release("routes", change.address)

@@ -1,0 +1,138 @@
+"""Network namespaces by their kernel interfaces: unshare, mount, setns.
+
+pyroute2's own helpers fork a child for every namespace socket and every new namespace (~15 ms
+each); a thread can instead switch its own network namespace with setns(2), do the work, and
+switch back, which costs microseconds. setns and unshare of CLONE_NEWNET act on the calling
+thread only, so this is safe beside other threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+MS_REC = 0x4000
+MS_BIND = 0x1000
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+NETLINK_ROUTE = 0
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str, target: str = "") -> None:
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"{what}: {os.strerror(code)}", target)
+
+
+def netns_path(name: str) -> Path:
+    return NETNS_DIR / name
+
+
+def exists(name: str) -> bool:
+    return netns_path(name).exists()
+
+
+def list_netns() -> list[str]:
+    try:
+        return sorted(p.name for p in NETNS_DIR.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def _share_rundir() -> None:
+    """Make /run/netns a shared mount, as `ip netns add` does, so later mounts propagate."""
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    target = bytes(NETNS_DIR)
+    if _libc.mount(b"", target, b"none", MS_SHARED | MS_REC, None) == 0:
+        return
+    _check(_libc.mount(target, target, b"none", MS_BIND | MS_REC, None), "bind /run/netns")
+    _check(_libc.mount(b"", target, b"none", MS_SHARED | MS_REC, None), "share /run/netns")
+
+
+def create(name: str) -> None:
+    """`ip netns add NAME`: a new namespace, kept alive by a bind mount at /run/netns/NAME."""
+    _share_rundir()
+    path = netns_path(name)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    try:
+        with _home_kept():
+            _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
+            source = b"/proc/thread-self/ns/net"
+            _check(_libc.mount(source, bytes(path), b"none", MS_BIND, None), "mount", name)
+    except OSError:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def attach(name: str, source: Path) -> None:
+    """`ip netns attach NAME PID`: give an existing namespace (a file in /proc) a name."""
+    _share_rundir()
+    path = netns_path(name)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    try:
+        _check(_libc.mount(bytes(source), bytes(path), b"none", MS_BIND, None), "mount", name)
+    except OSError:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def remove(name: str) -> None:
+    """`ip netns delete NAME`: the namespace dies once nothing else holds it."""
+    path = netns_path(name)
+    if _libc.umount2(bytes(path), MNT_DETACH) != 0 and ctypes.get_errno() not in (
+        errno.EINVAL,
+        errno.ENOENT,
+    ):
+        _check(-1, "umount", name)
+    path.unlink(missing_ok=True)
+
+
+def open_netns(path: Path) -> int:
+    """A file descriptor for a namespace file; O_RDONLY only, so a mistyped name never creates."""
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+@contextmanager
+def _home_kept() -> Iterator[None]:
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield
+    finally:
+        try:
+            _check(_libc.setns(home, CLONE_NEWNET), "setns back")
+        finally:
+            os.close(home)
+
+
+@contextmanager
+def inside(fd: int | None) -> Iterator[None]:
+    """Run the body with this thread in the namespace `fd` (None: stay where it is)."""
+    if fd is None:
+        yield
+        return
+    with _home_kept():
+        _check(_libc.setns(fd, CLONE_NEWNET), "setns")
+        yield
+
+
+def run_inside(fd: int | None, work: Callable[[], T]) -> T:
+    with inside(fd):
+        return work()
+
+
+def netlink_socket(fd: int | None) -> socket.socket:
+    """An rtnetlink socket that lives in namespace `fd` for the rest of its life."""
+    with inside(fd):
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)

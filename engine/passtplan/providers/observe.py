@@ -1,0 +1,241 @@
+"""Read the live state of a lab's namespaces: one dump per object type per namespace.
+
+Reading (`observe`) and translating (`raw_link`, `to_links`, `to_address`, `to_route`) are apart,
+so translation is tested on captured messages without root.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import ipaddress
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from passtplan import resources as res
+from passtplan.desired import Desired, netns_name
+from passtplan.providers import kernel
+from passtplan.providers.session import Handle, Session
+
+IFF_UP = 0x1
+RTNH_F_ONLINK = 0x4
+RTPROT_KERNEL = 2
+RT_TABLE_LOCAL = 255
+RTN_UNICAST = 1
+LOOPBACK_ADDRESSES = {"127.0.0.1/8", "::1/128"}
+
+
+class Message(Protocol):
+    def get(self, key: Any, default: Any = None) -> Any: ...
+    def get_attr(self, name: str, default: Any = None) -> Any: ...
+    def __getitem__(self, key: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RawLink:
+    """A link as one namespace's dump describes it, before cross-namespace names are known."""
+
+    index: int
+    name: str
+    kind: str | None
+    up: bool
+    mtu: int
+    mac: str | None
+    master: int
+    link: int  # IFLA_LINK: a veth's peer, a macvlan's parent
+    link_netnsid: int | None  # where IFLA_LINK lives, if not here
+    alias: str | None
+    mode: str | None
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Decoding a dump makes many small objects; the cyclic GC only slows that down."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def raw_link(msg: Message) -> RawLink:
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+    mode = data.get_attr("IFLA_MACVLAN_MODE") if kind == "macvlan" and data is not None else None
+    return RawLink(
+        index=msg["index"],
+        name=msg.get_attr("IFLA_IFNAME"),
+        kind=kind,
+        up=bool(msg["flags"] & IFF_UP),
+        mtu=msg.get_attr("IFLA_MTU", 0),
+        mac=msg.get_attr("IFLA_ADDRESS"),
+        master=msg.get_attr("IFLA_MASTER", 0),
+        link=msg.get_attr("IFLA_LINK", 0),
+        link_netnsid=msg.get_attr("IFLA_LINK_NETNSID"),
+        alias=msg.get_attr("IFLA_IFALIAS"),
+        mode=mode,
+    )
+
+
+def to_links(
+    raw: Mapping[str, list[RawLink]], nsids: Mapping[str, Mapping[int, str]]
+) -> dict[str, dict[str, res.Link]]:
+    """Name every cross-reference: peers and parents may live in another observed namespace."""
+    names = {ns: {link.index: link.name for link in links} for ns, links in raw.items()}
+    out: dict[str, dict[str, res.Link]] = {}
+    for ns, links in raw.items():
+        out[ns] = {}
+        for link in links:
+            other = _other_end(ns, link, names, nsids.get(ns, {}))
+            owner = link.alias if link.alias and link.alias.startswith(res.OWNER_PREFIX) else None
+            out[ns][link.name] = res.Link(
+                namespace=ns,
+                name=link.name,
+                kind=link.kind,
+                up=link.up,
+                mtu=link.mtu,
+                mac=link.mac,
+                master=names[ns].get(link.master, "") if link.master else "",
+                parent=other if link.kind == "macvlan" else None,
+                mode=link.mode,
+                peer=other if link.kind == "veth" else None,
+                owner=owner,
+                ifindex=link.index,
+            )
+    return out
+
+
+def _other_end(
+    ns: str, link: RawLink, names: Mapping[str, Mapping[int, str]], nsids: Mapping[int, str]
+) -> res.Ref | None:
+    if not link.link:
+        return None
+    where = ns if link.link_netnsid is None else nsids.get(link.link_netnsid)
+    if where is None or where not in names:
+        return ("?", f"if{link.link}")  # in a namespace the lab does not name
+    return (where, names[where].get(link.link, f"if{link.link}"))
+
+
+def to_address(ns: str, msg: Message, names: Mapping[int, str]) -> res.Address | None:
+    local = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+    if local is None:
+        return None
+    cidr = f"{local}/{msg['prefixlen']}"
+    ip = ipaddress.ip_interface(cidr)
+    if ip.version == 6 and ip.ip.is_link_local:
+        return None  # the kernel makes these itself
+    link = names.get(msg["index"], f"if{msg['index']}")
+    if link == "lo" and cidr in LOOPBACK_ADDRESSES:
+        return None
+    return res.Address(ns, link, str(ip))
+
+
+def to_route(ns: str, msg: Message, names: Mapping[int, str]) -> res.Route | None:
+    table = msg.get_attr("RTA_TABLE", msg["table"])
+    if table == RT_TABLE_LOCAL or msg["proto"] == RTPROT_KERNEL or msg["type"] != RTN_UNICAST:
+        return None  # the kernel's own: local addresses, connected subnets
+    family = 6 if msg["family"] == 10 else 4
+    dst = msg.get_attr("RTA_DST")
+    to = "default" if dst is None else str(ipaddress.ip_network(f"{dst}/{msg['dst_len']}"))
+    if family == 6 and to != "default" and ipaddress.ip_network(to).is_multicast:
+        return None
+    oif = msg.get_attr("RTA_OIF")
+    return res.Route(
+        namespace=ns,
+        to=to,
+        family=family,
+        via=msg.get_attr("RTA_GATEWAY"),
+        dev=names.get(oif) if oif else None,
+        metric=msg.get_attr("RTA_PRIORITY", 0),
+        table=table,
+        onlink=bool(msg["flags"] & RTNH_F_ONLINK),
+    )
+
+
+def sysctl_path(name: str) -> Path:
+    return Path("/proc/sys") / name.replace(".", "/")
+
+
+def read_sysctls(handle: Handle, names: Iterable[str]) -> dict[str, str]:
+    """Per-namespace sysctls, read from inside the namespace (they follow the thread's netns)."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+
+    def read() -> dict[str, str]:
+        found = {}
+        for name in wanted:
+            try:
+                found[name] = sysctl_path(name).read_text().strip()
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+        return found
+
+    return kernel.run_inside(handle.fd, read)
+
+
+def _dump(handle: Handle) -> tuple[list[RawLink], tuple[list[Any], list[Any]]]:
+    with _gc_paused():
+        links = [raw_link(m) for m in handle.ipr.link("dump")]
+        return links, (list(handle.ipr.addr("dump")), list(handle.ipr.route("dump")))
+
+
+def namespaces_to_observe(desired: Desired, owned: res.Ownership) -> list[res.Namespace]:
+    found = dict(desired.namespaces)
+    for name in owned.namespaces - found.keys():
+        found[name] = res.Namespace(name, netns_name(desired.lab, name), res.NamespaceRole.CREATED)
+    return [found[name] for name in sorted(found)]
+
+
+def observe(desired: Desired, owned: res.Ownership, session: Session) -> res.State:
+    """The live state of every namespace the lab names or made."""
+    namespaces = namespaces_to_observe(desired, owned)
+    handles = {ns.name: session.open(ns) for ns in namespaces}
+    raw: dict[str, list[RawLink]] = {}
+    dumps: dict[str, tuple[list[Any], list[Any]]] = {}
+    for name, handle in handles.items():
+        if handle is None:
+            continue
+        raw[name], dumps[name] = handle.run(lambda h=handle: _dump(h))
+    nsids = {
+        name: session.nsid_map(handle)  # type: ignore[arg-type]
+        for name, handle in handles.items()
+        if name in raw and any(link.link_netnsid is not None for link in raw[name])
+    }
+    links = to_links(raw, nsids)
+    state = res.State(owned=owned)
+    wanted_sysctls = _sysctls_by_namespace(desired, owned)
+    for ns in namespaces:
+        handle = handles[ns.name]
+        if handle is None:
+            state.namespaces[ns.name] = None
+            continue
+        names = {link.ifindex: link.name for link in links[ns.name].values()}
+        addresses, routes = dumps[ns.name]
+        with _gc_paused():
+            found = res.NamespaceState(
+                namespace=ns,
+                links=links[ns.name],
+                addresses=[a for m in addresses if (a := to_address(ns.name, m, names))],
+                routes=[r for m in routes if (r := to_route(ns.name, m, names))],
+            )
+        found.sysctls = read_sysctls(handle, wanted_sysctls.get(ns.name, ()))
+        state.namespaces[ns.name] = found
+    return state
+
+
+def _sysctls_by_namespace(desired: Desired, owned: res.Ownership) -> dict[str, set[str]]:
+    wanted: dict[str, set[str]] = {}
+    for sysctl in desired.sysctls.values():
+        wanted.setdefault(sysctl.namespace, set()).add(sysctl.name)
+    for address in owned.sysctls:
+        namespace, name = res.parse_sysctl_address(address)
+        wanted.setdefault(namespace, set()).add(name)
+    return wanted

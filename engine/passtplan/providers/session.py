@@ -1,0 +1,156 @@
+"""One netlink socket per namespace per run, opened lazily and shared by observe and apply.
+
+An action that spans two namespaces (a veth pair, a macvlan on a parent elsewhere) is one request
+on one namespace's socket that names the other namespace by a file descriptor.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from pyroute2 import IPRoute
+
+from passtplan import resources as res
+from passtplan.errors import PasstplanError
+from passtplan.providers import kernel
+
+OWN_NAMESPACE = Path("/proc/self/ns/net")
+T = TypeVar("T")
+
+
+class ObserveError(PasstplanError):
+    """The live state could not be read."""
+
+
+def namespace_file(ns: res.Namespace) -> Path | None:
+    """Where the namespace can be opened now, or None when it does not exist (yet)."""
+    if ns.role is res.NamespaceRole.HOST:
+        return OWN_NAMESPACE
+    if ns.role is res.NamespaceRole.RESOLVED and ns.resolve is not None:
+        way, value = ns.resolve
+        if way == "pid":
+            path = Path(f"/proc/{value}/ns/net")
+            return path if path.exists() else None
+        if way == "path":
+            return Path(value) if Path(value).exists() else None
+    assert ns.netns is not None
+    path = kernel.netns_path(ns.netns)
+    return path if path.exists() else None
+
+
+class Handle:
+    """A namespace's netlink socket, confined to a thread of its own.
+
+    pyroute2 0.9 keeps its event loop and transport per thread, so an IPRoute must be used from
+    the thread that made it; every call for this namespace runs on that thread, which also
+    serializes them without locks. Different namespaces work in parallel.
+    """
+
+    def __init__(self, namespace: res.Namespace, fd: int | None) -> None:
+        self.namespace = namespace
+        self.fd = fd  # None: this process's own namespace
+        self.nsids: dict[int, str] | None = None  # netnsid as seen from here -> lab namespace
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"netns-{namespace.name}")
+        self._ident = self._thread.submit(threading.get_ident).result()
+        self.ipr: IPRoute = self.run(self._connect)
+
+    def _connect(self) -> IPRoute:
+        sock = kernel.netlink_socket(self.fd)
+        return IPRoute(use_socket=sock)
+
+    def run(self, work: Callable[[], T]) -> T:
+        """Run `work` on this namespace's thread and return what it returns (or raise)."""
+        if threading.get_ident() == self._ident:
+            return work()
+        return self._thread.submit(work).result()
+
+    def close(self) -> None:
+        try:
+            self.run(self.ipr.close)
+        finally:
+            self._thread.shutdown(wait=True)
+            if self.fd is not None:
+                os.close(self.fd)
+
+
+class Session:
+    def __init__(self) -> None:
+        self._handles: dict[str, Handle] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self, ns: res.Namespace) -> Handle | None:
+        """The handle of a namespace, opened on first use; None if it does not exist."""
+        with self._lock:
+            handle = self._handles.get(ns.name)
+            if handle is not None:
+                return handle
+            path = namespace_file(ns)
+            if path is None:
+                return None
+            fd = None if path == OWN_NAMESPACE else kernel.open_netns(path)
+            try:
+                handle = Handle(ns, fd)
+            except OSError as exc:
+                if fd is not None:
+                    os.close(fd)
+                raise ObserveError(f"cannot open namespace {ns.name} ({path}): {exc}") from None
+            self._handles[ns.name] = handle
+            return handle
+
+    def get(self, name: str) -> Handle:
+        handle = self._handles.get(name)
+        if handle is None:
+            raise ObserveError(f"namespace {name} is not open")
+        return handle
+
+    def handles(self) -> list[Handle]:
+        return list(self._handles.values())
+
+    def forget(self, name: str) -> None:
+        """Close a namespace's handle (before deleting it: an open fd keeps it alive)."""
+        with self._lock:
+            handle = self._handles.pop(name, None)
+        if handle is not None:
+            handle.close()
+        for other in self._handles.values():
+            other.nsids = None
+
+    def close(self) -> None:
+        with self._lock:
+            handles, self._handles = list(self._handles.values()), {}
+        for handle in handles:
+            handle.close()
+
+    def nsid_map(self, handle: Handle) -> dict[int, str]:
+        """How `handle`'s namespace numbers the others (IFLA_LINK_NETNSID), by lab name."""
+        if handle.nsids is None:
+            found = {}
+            for other in self.handles():
+                if other is handle:
+                    continue
+                fd = other.fd
+                own = None
+                if fd is None:
+                    own = os.open(OWN_NAMESPACE, os.O_RDONLY | os.O_CLOEXEC)
+                target = fd if fd is not None else own
+                try:
+                    reply = handle.run(lambda: handle.ipr.get_netnsid(fd=target))
+                finally:
+                    if own is not None:
+                        os.close(own)
+                nsid = reply.get("nsid") if reply else None
+                if nsid is not None and nsid >= 0:
+                    found[nsid] = other.namespace.name
+            handle.nsids = found
+        return handle.nsids

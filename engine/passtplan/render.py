@@ -1,0 +1,164 @@
+"""Plans and reports as text (the way Terraform users read them) and as JSON. Pure: data in,
+strings out; computing a diff and showing it stay apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+
+from passtplan import resources as res
+from passtplan.diff import Action, Change
+from passtplan.engine import FORMAT_VERSION, SAVED_PLAN_KIND, ApplyReport, Plan
+from passtplan.walk import Status
+
+SYMBOL = {
+    Action.CREATE: "+",
+    Action.DELETE: "-",
+    Action.UPDATE: "~",
+    Action.REPLACE: "-/+",
+    Action.READ: "<=",
+    Action.NOOP: " ",
+}
+VERB = {
+    Action.CREATE: "will be created",
+    Action.DELETE: "will be destroyed",
+    Action.UPDATE: "will be updated in place",
+    Action.REPLACE: "must be replaced",
+    Action.READ: "will be read during apply",
+    Action.NOOP: "is unchanged",
+}
+JSON_ACTIONS = {
+    Action.CREATE: ["create"],
+    Action.DELETE: ["delete"],
+    Action.UPDATE: ["update"],
+    Action.REPLACE: ["delete", "create"],
+    Action.READ: ["read"],
+    Action.NOOP: ["no-op"],
+}
+KNOWN_AFTER_APPLY = "(known after apply)"
+HIDDEN = {"namespace", "name", "link", "owner"}
+
+
+def summary(changes: list[Change]) -> str:
+    count = Counter(c.action for c in changes)
+    add = count[Action.CREATE] + count[Action.REPLACE]
+    change = count[Action.UPDATE]
+    destroy = count[Action.DELETE] + count[Action.REPLACE]
+    return f"Plan: {add} to add, {change} to change, {destroy} to destroy."
+
+
+def plan_text(plan: Plan) -> str:
+    pending = plan.pending
+    if not pending:
+        return "No changes. The live state matches the plan.\n"
+    mode = " (sandbox)" if plan.desired.sandbox else ""
+    lines = [
+        f"passtplan will perform the following actions on lab {plan.desired.lab}{mode}:",
+        "",
+    ]
+    for change in pending:
+        lines += change_text(change)
+        lines.append("")
+    lines.append(summary(pending))
+    return "\n".join(lines) + "\n"
+
+
+def change_text(change: Change) -> list[str]:
+    symbol = SYMBOL[change.action]
+    why = f" ({change.reason})" if change.reason else ""
+    lines = [f"  # {change.address} {VERB[change.action]}{why}", f"  {symbol} {change.address}"]
+    if change.covered_by is not None:
+        return lines
+    before = res.attributes(change.before) or {}
+    after = res.attributes(change.after) or {}
+    if change.action in (Action.UPDATE, Action.REPLACE):
+        for name in change.changed:
+            lines.append(f"      ~ {name}: {_value(before.get(name))} -> {_value(after.get(name))}")
+        return lines
+    shown = after if change.action in (Action.CREATE, Action.READ) else before
+    for name, value in shown.items():
+        if name in HIDDEN or value is None or value == "":
+            continue
+        lines.append(f"      {symbol[0]} {name}: {_value(value)}")
+    if change.deferred:
+        lines.append(f"        state: {KNOWN_AFTER_APPLY}")
+    return lines
+
+
+def _value(value: object) -> str:
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def change_json(change: Change) -> dict[str, object]:
+    return {
+        "address": change.address,
+        "type": change.address.split(".", 1)[0],
+        "actions": JSON_ACTIONS[change.action],
+        "before": res.attributes(change.before),
+        "after": res.attributes(change.after),
+        "after_unknown": change.deferred,
+        "reason": change.reason,
+        "covered_by": change.covered_by,
+    }
+
+
+def plan_json(plan: Plan) -> str:
+    data = {
+        "format_version": FORMAT_VERSION,
+        "lab": plan.desired.lab,
+        "sandbox": plan.desired.sandbox,
+        "fingerprint": plan.fingerprint,
+        "changes": [change_json(c) for c in plan.changes],
+        "summary": summary(plan.pending),
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
+def saved_plan(plan: Plan) -> str:
+    data = {
+        "format_version": FORMAT_VERSION,
+        "kind": SAVED_PLAN_KIND,
+        "lab": str(plan.loaded.path.resolve()),
+        "lab_sha256": hashlib.sha256(plan.loaded.path.read_bytes()).hexdigest(),
+        "sandbox": plan.desired.sandbox,
+        "destroy": plan.destroy,
+        "fingerprint": plan.fingerprint,
+        "changes": [change_json(c) for c in plan.changes],
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
+def report_text(report: ApplyReport) -> str:
+    lines = []
+    done = failed = skipped = 0
+    for change, outcome in report.outcomes:
+        if change.action is Action.NOOP and outcome.status is Status.DONE:
+            continue
+        symbol = SYMBOL[change.action]
+        if outcome.status is Status.DONE:
+            done += 1
+            lines.append(
+                f"  {symbol:3} {change.address}: {outcome.detail} [{outcome.seconds * 1000:.0f} ms]"
+            )
+        elif outcome.status is Status.FAILED:
+            failed += 1
+            lines.append(f"  {symbol:3} {change.address}: FAILED: {outcome.detail}")
+        else:
+            skipped += 1
+            lines.append(f"  {symbol:3} {change.address}: skipped: {outcome.detail}")
+    for error in report.verify_errors:
+        lines.append(f"  verify: {error}")
+    verb = "Destroy" if report.plan.destroy else "Apply"
+    verdict = f"{verb} complete!" if report.ok else f"{verb} failed."
+    lines.append("")
+    lines.append(
+        f"{verdict} Resources: {done} done, {failed} failed, {skipped} skipped"
+        f" ({report.seconds:.2f} s)."
+    )
+    return "\n".join(lines) + "\n"

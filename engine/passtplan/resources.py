@@ -1,0 +1,153 @@
+"""The resource types that both the desired state (from a lab) and the observed state (from the
+kernel) are written in, and their addresses (`link.pod/macvlan1`), which are also graph node ids.
+
+In a desired resource, an attribute left None is not managed: whatever the kernel has is fine.
+In an observed resource every attribute is what the kernel reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+OWNER_PREFIX = "passtplan:"  # link alias (IFLA_IFALIAS) marking the lab that made a link
+MAIN_TABLE = 254
+DEFAULT_METRIC = {4: 0, 6: 1024}  # what the kernel gives a route added without a metric
+
+Ref = tuple[str, str]  # (lab namespace, interface name)
+
+
+class NamespaceRole(StrEnum):
+    CREATED = "created"  # a named netns the lab creates and may delete
+    HOST = "host"  # the root namespace of this machine (or LAB-host in the sandbox)
+    RESOLVED = "resolved"  # found through `resolve:`; never created or deleted
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str  # as the lab calls it
+    netns: str | None  # the kernel's named netns; None for the machine's root namespace
+    role: NamespaceRole
+    resolve: tuple[str, str] | None = None  # ("pid", "123"), ("path", "/run/netns/x"), ("vm", ..)
+
+    @property
+    def address(self) -> str:
+        return f"netns.{self.name}"
+
+
+@dataclass(frozen=True)
+class Link:
+    namespace: str
+    name: str
+    kind: str | None = None  # veth | macvlan | bridge | another kernel kind | None (a device)
+    up: bool | None = None
+    mtu: int | None = None
+    mac: str | None = None
+    master: str | None = None  # a link in the same namespace; "" means no master
+    parent: Ref | None = None  # macvlan
+    mode: str | None = None  # macvlan
+    peer: Ref | None = None  # veth
+    owner: str | None = None  # the lab whose mark the link carries
+    ifindex: int = 0  # observed only
+
+    @property
+    def address(self) -> str:
+        return f"link.{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Address:
+    namespace: str
+    link: str
+    cidr: str
+
+    @property
+    def address(self) -> str:
+        return f"address.{self.namespace}/{self.link}[{self.cidr}]"
+
+
+@dataclass(frozen=True)
+class Route:
+    namespace: str
+    to: str  # "default" or a network; with family it names the destination
+    family: Literal[4, 6]
+    via: str | None = None
+    dev: str | None = None
+    metric: int = 0
+    table: int = MAIN_TABLE
+    onlink: bool = False
+
+    @property
+    def key(self) -> tuple[str, int, int, int]:
+        """What makes two routes the same route to the kernel (destination, table, metric)."""
+        return (self.to, self.family, self.table, self.metric)
+
+    @property
+    def address(self) -> str:
+        dest = self.to if self.to != "default" or self.family == 4 else "default6"
+        extra = "" if self.table == MAIN_TABLE else f" table={self.table}"
+        extra += "" if self.metric == DEFAULT_METRIC[self.family] else f" metric={self.metric}"
+        return f"route.{self.namespace}[{dest}{extra}]"
+
+
+@dataclass(frozen=True)
+class Sysctl:
+    namespace: str
+    name: str
+    value: str
+
+    @property
+    def address(self) -> str:
+        return f"sysctl.{self.namespace}[{self.name}]"
+
+
+Resource = Namespace | Link | Address | Route | Sysctl
+
+
+def parse_sysctl_address(address: str) -> tuple[str, str]:
+    """`sysctl.gw[net.ipv4.ip_forward]` -> ("gw", "net.ipv4.ip_forward")."""
+    namespace, _, rest = address.removeprefix("sysctl.").partition("[")
+    return namespace, rest.removesuffix("]")
+
+
+def attributes(resource: Resource | None) -> dict[str, object] | None:
+    """The attributes a plan shows and compares: observed-only bookkeeping left out."""
+    if resource is None:
+        return None
+    data = asdict(resource)
+    data.pop("ifindex", None)
+    for key in ("parent", "peer", "resolve"):
+        if isinstance(data.get(key), tuple):
+            data[key] = "/".join(data[key]) if key != "resolve" else ":".join(data[key])
+    return data
+
+
+@dataclass
+class NamespaceState:
+    """What one namespace holds, as observed."""
+
+    namespace: Namespace
+    links: dict[str, Link] = field(default_factory=dict)
+    addresses: list[Address] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class State:
+    """Observed state of the namespaces a lab names: None where a namespace does not exist (yet)
+    or cannot be found before apply."""
+
+    namespaces: dict[str, NamespaceState | None] = field(default_factory=dict)
+    owned: Ownership = field(default_factory=lambda: Ownership())
+
+
+@dataclass
+class Ownership:
+    """What the lab made beyond its marked links, as recorded under /run/passtplan."""
+
+    namespaces: set[str] = field(default_factory=set)  # lab namespace names whose netns it made
+    addresses: set[str] = field(default_factory=set)  # resource addresses
+    routes: set[str] = field(default_factory=set)
+    sysctls: dict[str, str] = field(default_factory=dict)  # sysctl address -> value before
