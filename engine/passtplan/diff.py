@@ -407,57 +407,9 @@ def route_dev(route: res.Route, desired: Desired) -> str | None:
 def _routes(work: _Diff) -> None:
     desired = work.desired
     for route in sorted(desired.routes.values(), key=lambda r: r.address):
-        observed_ns = work.observed(route.namespace)
-        dev = route_dev(route, desired)
-        current = (
-            next((r for r in observed_ns.routes if r.key == route.key), None)
-            if observed_ns
-            else None
-        )
-        if dev is not None and (route.namespace, dev) in work.recreated:
-            work.add(
-                Change(
-                    route.address,
-                    Action.CREATE,
-                    None,
-                    route,
-                    "its link is (re)created",
-                    deferred=_deferred(work, route.namespace),
-                )
-            )
-        elif current is None:
-            work.add(
-                Change(
-                    route.address,
-                    Action.CREATE,
-                    None,
-                    route,
-                    "not present",
-                    deferred=_deferred(work, route.namespace),
-                )
-            )
-        else:
-            differs = _route_differs(route, current)
-            if differs:
-                work.add(
-                    Change(
-                        route.address,
-                        Action.UPDATE,
-                        current,
-                        route,
-                        _describe(differs, route, current),
-                        differs,
-                    )
-                )
-            else:
-                work.add(Change(route.address, Action.NOOP, current, route))
+        work.add(_route_change(work, route))
     for route in desired.absent_routes.values():
-        observed_ns = work.observed(route.namespace)
-        current = (
-            next((r for r in observed_ns.routes if r.key == route.key), None)
-            if observed_ns
-            else None
-        )
+        current = _observed_route(work, route)
         if current is not None:
             work.add(
                 Change(current.address, Action.DELETE, current, None, "declared state: absent")
@@ -468,18 +420,65 @@ def _routes(work: _Diff) -> None:
         for current in observed_ns.routes:
             if current.address in work.state.owned.routes and current.address not in desired.routes:
                 gone = current.dev is not None and (current.namespace, current.dev) in work.removed
-                work.add(
-                    Change(
-                        current.address,
-                        Action.DELETE,
-                        current,
-                        None,
-                        "its link is deleted"
-                        if gone
-                        else "made by this lab, no longer in the plan",
-                        covered_by=f"link.{current.namespace}/{current.dev}" if gone else None,
-                    )
+                reason = (
+                    "its link is deleted" if gone else "made by this lab, no longer in the plan"
                 )
+                cover = f"link.{current.namespace}/{current.dev}" if gone else None
+                work.add(
+                    Change(current.address, Action.DELETE, current, None, reason, covered_by=cover)
+                )
+
+
+def _observed_route(work: _Diff, route: res.Route) -> res.Route | None:
+    observed_ns = work.observed(route.namespace)
+    if observed_ns is None:
+        return None
+    return next((r for r in observed_ns.routes if r.key == route.key), None)
+
+
+def _route_change(work: _Diff, route: res.Route) -> Change:
+    current = _observed_route(work, route)
+    dev = route_dev(route, work.desired)
+    deferred = _deferred(work, route.namespace)
+    if dev is not None and (route.namespace, dev) in work.recreated:
+        return Change(
+            route.address, Action.CREATE, None, route, "its link is (re)created", deferred=deferred
+        )
+    if current is None:
+        return Change(route.address, Action.CREATE, None, route, "not present", deferred=deferred)
+    if _gateway_lost(work, route):
+        return Change(
+            route.address,
+            Action.CREATE,
+            None,
+            route,
+            "the address that reaches its gateway is removed",
+        )
+    differs = _route_differs(route, current)
+    if differs:
+        return Change(
+            route.address,
+            Action.UPDATE,
+            current,
+            route,
+            _describe(differs, route, current),
+            differs,
+        )
+    return Change(route.address, Action.NOOP, current, route)
+
+
+def _gateway_lost(work: _Diff, route: res.Route) -> bool:
+    """The kernel drops a route when the address whose subnet holds its gateway goes."""
+    if route.via is None:
+        return False
+    gateway = ipaddress.ip_address(route.via)
+    return any(
+        change.action is Action.DELETE
+        and isinstance(change.before, res.Address)
+        and change.before.namespace == route.namespace
+        and gateway in ipaddress.ip_interface(change.before.cidr).network
+        for change in work.changes.values()
+    )
 
 
 def _route_differs(want: res.Route, have: res.Route) -> tuple[str, ...]:

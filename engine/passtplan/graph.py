@@ -8,6 +8,7 @@ namespace, links go before links come, as nmstate removes absent interfaces firs
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 
 import networkx as nx
@@ -62,6 +63,7 @@ def build_graph(changes: list[Change], desired: Desired) -> nx.DiGraph:
         for edge in _edges(change, by_address, desired):
             graph.add_edge(*edge)
     _absent_first(graph, changes)
+    _gateway_addresses_first(graph, changes)
     if not nx.is_directed_acyclic_graph(graph):
         raise CycleError(_cycle(graph))
     return graph
@@ -100,6 +102,24 @@ def _absent_first(graph: nx.DiGraph, changes: list[Change]) -> None:
             for create in coming.get(namespace, []):
                 if not nx.has_path(graph, create, delete):
                     graph.add_edge(delete, create)
+
+
+def _gateway_addresses_first(graph: nx.DiGraph, changes: list[Change]) -> None:
+    """A route is (re)made after any address change in the subnet of its gateway."""
+    addresses = [
+        c for c in changes if isinstance(c.resource, res.Address) and c.action is not Action.NOOP
+    ]
+    for change in changes:
+        route = change.after
+        if not isinstance(route, res.Route) or route.via is None or change.action not in MAKING:
+            continue
+        gateway = ipaddress.ip_address(route.via)
+        for other in addresses:
+            address = other.resource
+            assert isinstance(address, res.Address)
+            subnet = ipaddress.ip_interface(address.cidr).network
+            if address.namespace == route.namespace and gateway in subnet:
+                graph.add_edge(other.address, change.address)
 
 
 def _cycle(graph: nx.DiGraph) -> list[str]:

@@ -24,6 +24,7 @@ from passtplan.providers.session import OWN_NAMESPACE, Handle, Session, namespac
 
 IFA_F_NODAD = 0x02  # lab addresses are usable at once, without duplicate address detection
 RTNH_F_ONLINK = 0x4
+RT_SCOPE_NOWHERE = 255
 AF = {4: 2, 6: 10}
 
 
@@ -285,6 +286,7 @@ class Applier:
             network = ipaddress.ip_network(route.to)
             args["dst"], args["dst_len"] = str(network.network_address), network.prefixlen
         if change.action is Action.DELETE:
+            args["scope"] = RT_SCOPE_NOWHERE  # as `ip route del`: match whatever its scope
             handle.run(lambda: self._delete_route(handle, args))
             self.store.release("routes", route.address)
             return "deleted"

@@ -342,6 +342,13 @@ def _route_findings(
                     (*route_path, "dev"), f"link {route.dev!r} is declared with state: absent"
                 )
                 continue
+            if dev is not None and not dev.link.up:
+                yield Finding(
+                    (*route_path, "dev"),
+                    f"link {route.dev!r} is declared up: false, and the kernel drops routes "
+                    "through a link that is down; bring it up or remove the route",
+                )
+                continue
         if route.via is not None and not route.onlink:
             yield from _gateway_findings(ns, route.via, route.dev, dev, (*route_path, "via"))
 
