@@ -154,12 +154,18 @@ def graph(
 
 
 def _exit(run: Callable[[], int]) -> None:
+    """Run a command; a user's error is one line per problem on stderr, and exit 1."""
     from passtplan.commands.common import Exit
+    from passtplan.errors import PasstplanError
 
     try:
         code = run()
     except Exit as exc:
         code = exc.code
+    except PasstplanError as exc:
+        for line in str(exc).splitlines() or ["(no message)"]:
+            print(f"error: {line}", file=sys.stderr)
+        code = 1
     raise typer.Exit(code)
 
 
@@ -172,15 +178,9 @@ def schema() -> None:
 
 
 def main() -> None:
-    """Entry point: user errors are one line and exit 1; a traceback only with PASSTPLAN_DEBUG."""
-    from passtplan.errors import PasstplanError
-
+    """Entry point: anything but a user's error is a bug, shown as one line unless debugging."""
     try:
         app()
-    except PasstplanError as exc:
-        for line in str(exc).splitlines() or ["(no message)"]:
-            print(f"error: {line}", file=sys.stderr)
-        sys.exit(1)
     except Exception as exc:
         if os.environ.get("PASSTPLAN_DEBUG"):
             raise

@@ -264,6 +264,12 @@ def _parent_findings(
             f"parent {link.link.parent} is itself a macvlan; put both on its parent "
             f"{target.link.parent}",
         )
+    elif target is not None and target.link.master:
+        yield Finding(
+            path,
+            f"parent {link.link.parent} is a port of bridge {target.link.master}, and the kernel "
+            f"lets a device serve one of the two; put the macvlan on {target.link.master} instead",
+        )
 
 
 def _reference(link: DeclaredLink, field: str) -> tuple[DataPath, tuple[str, str]]:
