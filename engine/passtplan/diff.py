@@ -361,7 +361,7 @@ def _addresses(work: _Diff) -> None:
                     Action.CREATE,
                     None,
                     address,
-                    "its link is (re)created",
+                    _link_reason(work, ref),
                     deferred=_deferred(work, address.namespace),
                 )
             )
@@ -442,7 +442,12 @@ def _route_change(work: _Diff, route: res.Route) -> Change:
     deferred = _deferred(work, route.namespace)
     if dev is not None and (route.namespace, dev) in work.recreated:
         return Change(
-            route.address, Action.CREATE, None, route, "its link is (re)created", deferred=deferred
+            route.address,
+            Action.CREATE,
+            None,
+            route,
+            _link_reason(work, (route.namespace, dev)),
+            deferred=deferred,
         )
     if current is None:
         return Change(route.address, Action.CREATE, None, route, "not present", deferred=deferred)
@@ -465,6 +470,13 @@ def _route_change(work: _Diff, route: res.Route) -> Change:
             differs,
         )
     return Change(route.address, Action.NOOP, current, route)
+
+
+def _link_reason(work: _Diff, ref: res.Ref) -> str:
+    change = work.changes.get("link.{}/{}".format(*ref))
+    if change is not None and change.action is Action.REPLACE:
+        return "its link is replaced"
+    return "its link is created"
 
 
 def _gateway_lost(work: _Diff, route: res.Route) -> bool:

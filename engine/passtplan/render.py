@@ -79,12 +79,26 @@ def change_text(change: Change) -> list[str]:
         return lines
     shown = after if change.action in (Action.CREATE, Action.READ) else before
     for name, value in shown.items():
-        if name in HIDDEN or value is None or value == "":
+        if name in HIDDEN or value is None or value == "" or _is_default(change, name, value):
             continue
         lines.append(f"      {symbol[0]} {name}: {_value(value)}")
     if change.deferred:
         lines.append(f"        state: {KNOWN_AFTER_APPLY}")
     return lines
+
+
+def _is_default(change: Change, name: str, value: object) -> bool:
+    """Attributes a reader need not see: the route's family and the kernel's defaults."""
+    resource = change.resource
+    if isinstance(resource, res.Route):
+        default = {
+            "family": value,
+            "table": res.MAIN_TABLE,
+            "metric": res.DEFAULT_METRIC[resource.family],
+            "onlink": False,
+        }
+        return name in default and default[name] == value
+    return isinstance(resource, res.Namespace) and name == "role"
 
 
 def _value(value: object) -> str:
