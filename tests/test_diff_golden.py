@@ -39,7 +39,9 @@ def observed_state(path: Path, lab: str) -> res.State:
             state.namespaces[name] = None
             continue
         role = res.NamespaceRole(ns.get("role", "created"))
-        namespace = res.Namespace(name, None if role is res.NamespaceRole.HOST else f"{lab}-{name}", role)
+        namespace = res.Namespace(
+            name, None if role is res.NamespaceRole.HOST else f"{lab}-{name}", role
+        )
         links = {}
         for index, (link_name, link) in enumerate((ns.get("links") or {}).items(), start=1):
             fields = dict(link)
@@ -52,7 +54,9 @@ def observed_state(path: Path, lab: str) -> res.State:
             links[link_name] = res.Link(name, link_name, ifindex=index, **fields)
         addresses = [res.Address(name, *entry.split()) for entry in ns.get("addresses", [])]
         routes = [res.Route(namespace=name, **route) for route in ns.get("routes", [])]
-        state.namespaces[name] = res.NamespaceState(namespace, links, addresses, routes, dict(ns.get("sysctls", {})))
+        state.namespaces[name] = res.NamespaceState(
+            namespace, links, addresses, routes, dict(ns.get("sysctls", {}))
+        )
     return state
 
 

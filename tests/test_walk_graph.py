@@ -89,6 +89,8 @@ def test_a_cycle_is_named_whole_and_the_same_every_time() -> None:
         build_graph(changes, desired)
     with pytest.raises(CycleError) as second:
         build_graph(list(reversed(changes)), desired)
-    assert str(first.value) == str(second.value) == (
-        "dependency cycle: link.a/b0 -> link.a/b2 -> link.a/b1 -> link.a/b0"
+    assert (
+        str(first.value)
+        == str(second.value)
+        == ("dependency cycle: link.a/b0 -> link.a/b2 -> link.a/b1 -> link.a/b0")
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -29,7 +29,7 @@ app = typer.Typer(
 )
 
 
-class GraphFormat(str, Enum):
+class GraphFormat(StrEnum):
     DOT = "dot"
     MERMAID = "mermaid"
 
@@ -155,12 +155,12 @@ def graph(
 
 def _exit(run: Callable[[], int]) -> None:
     """Run a command; a user's error is one line per problem on stderr, and exit 1."""
-    from passtplan.commands.common import Exit
+    from passtplan.commands.common import CommandExit
     from passtplan.errors import PasstplanError
 
     try:
         code = run()
-    except Exit as exc:
+    except CommandExit as exc:
         code = exc.code
     except PasstplanError as exc:
         for line in str(exc).splitlines() or ["(no message)"]:

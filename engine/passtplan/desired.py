@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Literal
 
 from passtplan import resources as res
 from passtplan.spec import models as spec
@@ -74,9 +75,9 @@ def _add_contents(desired: Desired, ns: str, namespace: spec.Namespace) -> None:
             address = res.Address(ns, name, cidr)
             desired.addresses[address.address] = address
     for route in namespace.routes:
-        resource = desired_route(ns, route)
+        wanted = desired_route(ns, route)
         target = desired.routes if route.state == "present" else desired.absent_routes
-        target[resource.address] = resource
+        target[wanted.address] = wanted
     for key, value in namespace.sysctls.items():
         sysctl = res.Sysctl(ns, key, value)
         desired.sysctls[sysctl.address] = sysctl
@@ -102,7 +103,7 @@ def desired_link(owner: str, ns: str, name: str, link: spec.Link) -> res.Link:
 
 
 def desired_route(ns: str, route: spec.Route) -> res.Route:
-    family = 6 if route.family == 6 else 4
+    family: Literal[4, 6] = 6 if route.family == 6 else 4
     to = route.to if route.to == "default" else str(ipaddress.ip_network(route.to))
     return res.Route(
         namespace=ns,

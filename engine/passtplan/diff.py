@@ -334,7 +334,8 @@ def _cascade_recreation(work: _Diff) -> None:
             )
             if lost:
                 current = work.changes[link.address].before
-                reason = f"{'its parent' if link.parent in work.recreated else 'its veth peer'} is recreated"
+                what = "its parent" if link.parent in work.recreated else "its veth peer"
+                reason = f"{what} is recreated"
                 action = Action.CREATE if current is None else Action.REPLACE
                 work.add(
                     Change(

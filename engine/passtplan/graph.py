@@ -124,10 +124,8 @@ def _gateway_addresses_first(graph: nx.DiGraph, changes: list[Change]) -> None:
 
 def _cycle(graph: nx.DiGraph) -> list[str]:
     """One cycle, always the same for the same graph: it starts at its smallest node."""
-    cycle = min(
-        (c for c in nx.simple_cycles(graph)),
-        key=lambda c: (len(c), min(c)),
-    )
+    cycles: list[list[str]] = list(nx.simple_cycles(graph))
+    cycle = min(cycles, key=lambda c: (len(c), min(c)))
     start = cycle.index(min(cycle))
     return cycle[start:] + cycle[:start]
 

@@ -140,7 +140,7 @@ class State:
     or cannot be found before apply."""
 
     namespaces: dict[str, NamespaceState | None] = field(default_factory=dict)
-    owned: Ownership = field(default_factory=lambda: Ownership())
+    owned: Ownership = field(default_factory=lambda: Ownership())  # noqa: PLW0108 (defined below)
 
 
 @dataclass

@@ -66,7 +66,11 @@ def test_link_update_in_place(lab: Lab) -> None:
 
 
 def test_link_down_and_mac(lab: Lab) -> None:
-    edit(lab, "addresses: [10.1.0.2/24]}", "addresses: [10.1.0.2/24], up: false, mac: '02:00:00:00:00:42'}")
+    edit(
+        lab,
+        "addresses: [10.1.0.2/24]}",
+        "addresses: [10.1.0.2/24], up: false, mac: '02:00:00:00:00:42'}",
+    )
     converge(lab, {"link.a/mv0": ["update"]})
     link = ip_json("link", "show", "mv0", netns=lab.netns("a"))[0]
     assert link["address"] == "02:00:00:00:00:42"
@@ -82,7 +86,11 @@ def test_macvlan_mode_change_replaces_it_and_its_address(lab: Lab) -> None:
 
 def test_veth_peer_change_replaces_both_ends(lab: Lab) -> None:
     edit(lab, "peer: b/v0, master", "peer: b/v1, master")
-    edit(lab, "      v0: {kind: veth, peer: a/v0, addresses", "      v1: {kind: veth, peer: a/v0, addresses")
+    edit(
+        lab,
+        "      v0: {kind: veth, peer: a/v0, addresses",
+        "      v1: {kind: veth, peer: a/v0, addresses",
+    )
     edit(lab, "via: 10.0.0.1}", "via: 10.0.0.1, dev: v1}")
     plan = pending(lab)
     assert plan["link.a/v0"] == ["delete", "create"]
@@ -90,11 +98,18 @@ def test_veth_peer_change_replaces_both_ends(lab: Lab) -> None:
     assert plan["link.b/v0"] == ["delete"]
     lab.apply()
     lab.converged()
-    assert [link["ifname"] for link in ip_json("link", "show", netns=lab.netns("b"))] == ["lo", "v1"]
+    assert [link["ifname"] for link in ip_json("link", "show", netns=lab.netns("b"))] == [
+        "lo",
+        "v1",
+    ]
 
 
 def test_removed_link_is_deleted(lab: Lab) -> None:
-    edit(lab, "      mv0: {kind: macvlan, parent: a/br0, mode: bridge, addresses: [10.1.0.2/24]}\n", "")
+    edit(
+        lab,
+        "      mv0: {kind: macvlan, parent: a/br0, mode: bridge, addresses: [10.1.0.2/24]}\n",
+        "",
+    )
     converge(lab, {"link.a/mv0": ["delete"], "address.a/mv0[10.1.0.2/24]": ["delete"]})
     assert ip("link", "show", "mv0", netns=lab.netns("a"), check=False) == ""
 
@@ -108,13 +123,16 @@ def test_state_absent_removes_a_link_the_lab_did_not_make(lab: Lab) -> None:
 
 def test_addresses_added_and_removed(lab: Lab) -> None:
     edit(lab, "[10.0.0.2/24]", "[10.0.0.3/24, 'fd00::3/64']")
-    converge(lab, {
-        "address.b/v0[10.0.0.2/24]": ["delete"],
-        "address.b/v0[10.0.0.3/24]": ["create"],
-        "address.b/v0[fd00::3/64]": ["create"],
-        # the kernel drops the route with the address whose subnet holds its gateway
-        "route.b[10.9.0.0/16]": ["create"],
-    })
+    converge(
+        lab,
+        {
+            "address.b/v0[10.0.0.2/24]": ["delete"],
+            "address.b/v0[10.0.0.3/24]": ["create"],
+            "address.b/v0[fd00::3/64]": ["create"],
+            # the kernel drops the route with the address whose subnet holds its gateway
+            "route.b[10.9.0.0/16]": ["create"],
+        },
+    )
 
 
 def test_route_update_delete_and_absent(lab: Lab) -> None:
@@ -123,7 +141,11 @@ def test_route_update_delete_and_absent(lab: Lab) -> None:
     routes = ip_json("route", "show", "10.9.0.0/16", netns=lab.netns("b"))
     assert routes[0]["gateway"] == "10.0.0.9"
     ip("route", "add", "10.77.0.0/16", "dev", "v0", netns=lab.netns("b"))
-    edit(lab, "      - {to: 10.9.0.0/16, via: 10.0.0.9, metric: 0}", "      - {to: 10.77.0.0/16, dev: v0, state: absent}")
+    edit(
+        lab,
+        "      - {to: 10.9.0.0/16, via: 10.0.0.9, metric: 0}",
+        "      - {to: 10.77.0.0/16, dev: v0, state: absent}",
+    )
     converge(lab, {"route.b[10.9.0.0/16]": ["delete"], "route.b[10.77.0.0/16]": ["delete"]})
     assert ip_json("route", "show", netns=lab.netns("b")) == [
         r for r in ip_json("route", "show", netns=lab.netns("b")) if r.get("protocol") == "kernel"
@@ -136,9 +158,17 @@ def test_sysctl_update(lab: Lab) -> None:
 
 
 def test_removed_namespace_is_deleted(lab: Lab) -> None:
-    edit(lab, "      mv0: {kind: macvlan, parent: a/br0, mode: bridge, addresses: [10.1.0.2/24]}\n", "")
+    edit(
+        lab,
+        "      mv0: {kind: macvlan, parent: a/br0, mode: bridge, addresses: [10.1.0.2/24]}\n",
+        "",
+    )
     text = lab.path.read_text()
-    lab.path.write_text(text[: text.index("  b:\n")].replace("      v0: {kind: veth, peer: b/v0, master: br0, mtu: 1500}\n", ""))
+    lab.path.write_text(
+        text[: text.index("  b:\n")].replace(
+            "      v0: {kind: veth, peer: b/v0, master: br0, mtu: 1500}\n", ""
+        )
+    )
     plan = pending(lab)
     assert plan["netns.b"] == ["delete"]
     assert plan["link.a/v0"] == ["delete"]
@@ -158,7 +188,9 @@ def test_removed_namespace_is_deleted(lab: Lab) -> None:
     ],
     ids=["mtu", "master", "down", "deleted", "foreign-route"],
 )
-def test_drift_is_repaired(lab: Lab, drift: tuple[str, ...], address: str | None, action: list[str] | None) -> None:
+def test_drift_is_repaired(
+    lab: Lab, drift: tuple[str, ...], address: str | None, action: list[str] | None
+) -> None:
     ip(*drift, netns=lab.netns("a"))
     plan = pending(lab)
     if address is None:

@@ -33,13 +33,17 @@ namespaces:
 
 def snapshot(netns: str) -> dict[str, object]:
     return {
-        "links": sorted((link["ifname"], link.get("mtu")) for link in ip_json("link", "show", netns=netns)),
+        "links": sorted(
+            (link["ifname"], link.get("mtu")) for link in ip_json("link", "show", netns=netns)
+        ),
         "addresses": sorted(
             (a["ifname"], i["local"], i["prefixlen"])
             for a in ip_json("address", "show", netns=netns)
             for i in a["addr_info"]
         ),
-        "routes": sorted(json.dumps(r, sort_keys=True) for r in ip_json("route", "show", netns=netns)),
+        "routes": sorted(
+            json.dumps(r, sort_keys=True) for r in ip_json("route", "show", netns=netns)
+        ),
     }
 
 
@@ -52,7 +56,13 @@ def test_foreign_state_survives_apply_reapply_and_destroy(
     ip("link", "set", "hand0", "up", netns=shared)
     ip("address", "add", "192.0.2.1/24", "dev", "hand0", netns=shared)
     ip("route", "add", "198.51.100.0/24", "via", "192.0.2.254", netns=shared)
-    lab = make_lab(TWO.replace("  b:\n", f"  shared:\n    resolve: {{path: /run/netns/{shared}}}\n    links:\n      lab0: {{kind: bridge, addresses: [10.5.0.1/24]}}\n  b:\n"))
+    lab = make_lab(
+        TWO.replace(
+            "  b:\n",
+            f"  shared:\n    resolve: {{path: /run/netns/{shared}}}\n    links:\n"
+            "      lab0: {kind: bridge, addresses: [10.5.0.1/24]}\n  b:\n",
+        )
+    )
     foreign = snapshot(shared)
     lab.apply()
     # foreign things in a namespace the lab created survive too, until that namespace goes
@@ -75,7 +85,22 @@ def test_show_of_a_hand_built_namespace_plans_no_changes(
 ) -> None:
     left, right = foreign_netns("left"), foreign_netns("right")
     ip("link", "add", "br0", "type", "bridge", netns=left)
-    ip("link", "add", "v0", "netns", left, "mtu", "1400", "type", "veth", "peer", "name", "v1", "netns", right)
+    ip(
+        "link",
+        "add",
+        "v0",
+        "netns",
+        left,
+        "mtu",
+        "1400",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "v1",
+        "netns",
+        right,
+    )
     ip("link", "set", "v0", "master", "br0", netns=left)
     ip("link", "add", "mv0", "link", "v1", "type", "macvlan", "mode", "private", netns=right)
     for netns, dev, addr in ((left, "br0", "10.3.0.1/24"), (right, "mv0", "10.3.0.2/24")):
@@ -95,7 +120,9 @@ def test_show_of_a_hand_built_namespace_plans_no_changes(
     assert as_json["namespaces"][left]["links"]["br0"]["kind"] == "bridge"
 
 
-def test_failure_half_way_reports_and_the_next_apply_converges(make_lab: Callable[[str], Lab]) -> None:
+def test_failure_half_way_reports_and_the_next_apply_converges(
+    make_lab: Callable[[str], Lab],
+) -> None:
     lab = make_lab(TWO)
     loaded = load_lab(lab.path)
     store = store_for(loaded, sandbox=False)
@@ -109,7 +136,12 @@ def test_failure_half_way_reports_and_the_next_apply_converges(make_lab: Callabl
     assert outcome["netns.a"].status is Status.DONE
     assert outcome["netns.b"].status is Status.FAILED
     assert "already exists" in outcome["netns.b"].detail
-    for dependent in ("link.a/v0", "link.b/v0", "address.b/v0[10.0.0.2/24]", "route.a[10.8.0.0/16]"):
+    for dependent in (
+        "link.a/v0",
+        "link.b/v0",
+        "address.b/v0[10.0.0.2/24]",
+        "route.a[10.8.0.0/16]",
+    ):
         assert outcome[dependent].status is Status.SKIPPED, dependent
     text = report_text(report)
     assert "netns.b: FAILED" in text
@@ -163,7 +195,11 @@ def test_apply_without_terminal_or_approval_refuses(make_lab: Callable[[str], La
     lab = make_lab(TWO)
     proc = subprocess.run(
         [sys.executable, "-m", "passtplan", "apply", str(lab.path)],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 1
     assert "no terminal to confirm on" in proc.stderr
@@ -177,7 +213,10 @@ def test_without_root_a_one_line_error(make_lab: Callable[[str], Lab]) -> None:
         args = [command] if command == "show" else [command, str(lab.path)]
         proc = subprocess.run(
             ["unshare", "--user", sys.executable, "-m", "passtplan", *args],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert proc.returncode == 1, proc.stderr
         assert proc.stderr == (

@@ -44,7 +44,11 @@ def labs(draw: st.DrawFn) -> dict[str, Any]:
         parent_ns, parent = draw(st.sampled_from(parents))
         ns = draw(st.sampled_from(names))
         mode = draw(st.sampled_from(["vepa", "bridge", "private"]))
-        namespaces[ns]["links"][f"mv{index}"] = {"kind": "macvlan", "parent": f"{parent_ns}/{parent}", "mode": mode}
+        namespaces[ns]["links"][f"mv{index}"] = {
+            "kind": "macvlan",
+            "parent": f"{parent_ns}/{parent}",
+            "mode": mode,
+        }
     for ns in names:
         routes = []
         for name, link in namespaces[ns]["links"].items():
@@ -73,9 +77,13 @@ def labs(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(lab_data=labs())
-def test_any_small_lab_applies_converges_and_destroys(tmp_path: Path, lab_data: dict[str, Any]) -> None:
+def test_any_small_lab_applies_converges_and_destroys(
+    tmp_path: Path, lab_data: dict[str, Any]
+) -> None:
     name = f"pp{secrets.token_hex(3)}"
     directory = tmp_path / name
     directory.mkdir()

@@ -9,7 +9,7 @@ from passtplan.errors import PasstplanError, SpecError
 from passtplan.spec.loader import LoadedLab, load_lab
 
 
-class Exit(Exception):
+class CommandExit(Exception):  # noqa: N818 - a control-flow signal, not an error
     """Leave a command with this exit code, its messages already printed."""
 
     def __init__(self, code: int) -> None:
@@ -24,7 +24,7 @@ def load(path: Path) -> LoadedLab:
     except SpecError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
-        raise Exit(1) from None
+        raise CommandExit(1) from None
     for warning in loaded.warnings:
         print(warning, file=sys.stderr)
     return loaded

@@ -12,8 +12,9 @@ import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from passtplan import resources as res
 from passtplan.desired import Desired, netns_name
@@ -140,7 +141,7 @@ def to_route(ns: str, msg: Message, names: Mapping[int, str]) -> res.Route | Non
     table = msg.get_attr("RTA_TABLE", msg["table"])
     if table == RT_TABLE_LOCAL or msg["proto"] == RTPROT_KERNEL or msg["type"] != RTN_UNICAST:
         return None  # the kernel's own: local addresses, connected subnets
-    family = 6 if msg["family"] == 10 else 4
+    family: Literal[4, 6] = 6 if msg["family"] == 10 else 4
     dst = msg.get_attr("RTA_DST")
     to = "default" if dst is None else str(ipaddress.ip_network(f"{dst}/{msg['dst_len']}"))
     if family == 6 and to != "default" and ipaddress.ip_network(to).is_multicast:
@@ -201,13 +202,12 @@ def observe(desired: Desired, owned: res.Ownership, session: Session) -> res.Sta
     raw: dict[str, list[RawLink]] = {}
     dumps: dict[str, tuple[list[Any], list[Any]]] = {}
     for name, handle in handles.items():
-        if handle is None:
-            continue
-        raw[name], dumps[name] = handle.run(lambda h=handle: _dump(h))
+        if handle is not None:
+            raw[name], dumps[name] = handle.run(partial(_dump, handle))
     nsids = {
-        name: session.nsid_map(handle)  # type: ignore[arg-type]
+        name: session.nsid_map(handle)
         for name, handle in handles.items()
-        if name in raw and any(link.link_netnsid is not None for link in raw[name])
+        if handle is not None and any(link.link_netnsid is not None for link in raw[name])
     }
     links = to_links(raw, nsids)
     state = res.State(owned=owned)

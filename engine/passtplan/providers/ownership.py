@@ -7,6 +7,7 @@ objects are the lab's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -42,10 +43,8 @@ class OwnershipStore:
         owned = self.owned
         if not (owned.namespaces or owned.addresses or owned.routes or owned.sysctls):
             self.path.unlink(missing_ok=True)
-            try:
+            with contextlib.suppress(OSError):  # the journal may still be there
                 self.path.parent.rmdir()
-            except OSError:
-                pass
             return
         data = {
             "namespaces": sorted(owned.namespaces),

@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -145,7 +146,7 @@ class Session:
                     own = os.open(OWN_NAMESPACE, os.O_RDONLY | os.O_CLOEXEC)
                 target = fd if fd is not None else own
                 try:
-                    reply = handle.run(lambda: handle.ipr.get_netnsid(fd=target))
+                    reply = handle.run(partial(handle.ipr.get_netnsid, fd=target))
                 finally:
                     if own is not None:
                         os.close(own)
