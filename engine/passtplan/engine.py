@@ -16,7 +16,7 @@ from passtplan import resources as res
 from passtplan.desired import Desired, desired_state
 from passtplan.diff import Action, Change, diff
 from passtplan.errors import PasstplanError
-from passtplan.graph import build_graph
+from passtplan.graph import build_graph, coalesce
 from passtplan.providers.actions import Applier
 from passtplan.providers.observe import observe
 from passtplan.providers.ownership import OwnershipStore
@@ -52,6 +52,7 @@ class ApplyReport:
     outcomes: list[tuple[Change, Outcome]]
     verify_errors: list[str]
     seconds: float
+    walk_seconds: float = 0.0  # executing the actions, without verification
 
     @property
     def ok(self) -> bool:
@@ -111,23 +112,52 @@ def apply_plan(
     plan: Plan, session: Session, store: OwnershipStore, *, workers: int = 4
 ) -> ApplyReport:
     started = time.perf_counter()
-    graph = build_graph(plan.changes, plan.desired)
-    by_address = {c.address: c for c in plan.changes}
+    graph = coalesce(build_graph(plan.changes, plan.desired))
     applier = Applier(session, plan.desired, store)
-    outcomes = walk(
-        graph,
-        lambda node: applier(by_address[node]),
-        workers=workers,
-        inline=lambda node: by_address[node].action is Action.NOOP,
-    )
-    results = [(by_address[a], outcomes[a]) for a in (c.address for c in plan.changes)]
+    members: dict[str, Outcome] = {}
+
+    def visit(node: str) -> str:
+        changes: list[Change] = graph.nodes[node]["changes"]
+        if len(changes) == 1:
+            return applier(changes[0])
+        begun = time.perf_counter()
+        ordered = sorted(changes, key=lambda c: c.action is not Action.DELETE)  # deletes first
+        failed = 0
+        for change, note, error in applier.batch(ordered):
+            seconds = (time.perf_counter() - begun) / len(changes)
+            status = Status.DONE if error is None else Status.FAILED
+            failed += error is not None
+            members[change.address] = Outcome(change.address, status, error or note or "", seconds)
+        if failed:
+            raise PasstplanError(f"{failed} of {len(changes)} changes failed")
+        return f"{len(changes)} changes in one batch"
+
+    try:
+        outcomes = walk(
+            graph,
+            visit,
+            workers=workers,
+            inline=lambda node: all(c.action is Action.NOOP for c in graph.nodes[node]["changes"]),
+        )
+    finally:
+        store.flush()  # what was made is recorded even if the walk broke off
+    walked = time.perf_counter() - started
+    results = []
+    for node, outcome in outcomes.items():
+        for change in graph.nodes[node]["changes"]:
+            member = members.get(change.address)
+            if member is None:
+                member = Outcome(change.address, outcome.status, outcome.detail, outcome.seconds)
+            results.append((change, member))
+    order = {c.address: i for i, c in enumerate(plan.changes)}
+    results.sort(key=lambda pair: order[pair[0].address])
     write_journal(store, results)
     verify_errors: list[str] = []
     if all(o.status is Status.DONE for _, o in results):
         verify_errors = verify(plan, session, store)
         if plan.destroy and not verify_errors:
             store.forget_all()  # nothing of the lab is left: neither record nor journal
-    return ApplyReport(plan, results, verify_errors, time.perf_counter() - started)
+    return ApplyReport(plan, results, verify_errors, time.perf_counter() - started, walked)
 
 
 def verify(plan: Plan, session: Session, store: OwnershipStore) -> list[str]:

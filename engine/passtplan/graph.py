@@ -49,9 +49,6 @@ def dependencies(resource: res.Resource, desired: Desired) -> Iterator[str]:
         dev = route_dev(resource, desired)
         if dev is not None:
             yield f"link.{resource.namespace}/{dev}"
-            for address in desired.addresses.values():
-                if address.namespace == resource.namespace and address.link == dev:
-                    yield address.address
 
 
 def build_graph(changes: list[Change], desired: Desired) -> nx.DiGraph:
@@ -102,6 +99,41 @@ def _absent_first(graph: nx.DiGraph, changes: list[Change]) -> None:
             for create in coming.get(namespace, []):
                 if not nx.has_path(graph, create, delete):
                     graph.add_edge(delete, create)
+
+
+BATCHABLE = ("address.", "route.")
+
+
+def coalesce(graph: nx.DiGraph) -> nx.DiGraph:
+    """Merge address or route changes of one namespace that wait for exactly the same things
+    and are waited for by exactly the same things: one node, applied in one batch.
+
+    Every node of the result has `changes`, the list of changes it stands for.
+    """
+    groups: dict[tuple[str, str, frozenset[str], frozenset[str]], list[str]] = {}
+    for node, data in graph.nodes(data=True):
+        change: Change = data["change"]
+        if node.startswith(BATCHABLE) and change.action is not Action.NOOP and not change.deferred:
+            namespace = change.resource.namespace  # type: ignore[union-attr]
+            key = (
+                node.split(".", 1)[0],
+                namespace,
+                frozenset(graph.predecessors(node)),
+                frozenset(graph.successors(node)),
+            )
+            groups.setdefault(key, []).append(node)
+    member_of: dict[str, str] = {}
+    for (kind, namespace, _, _), nodes in groups.items():
+        if len(nodes) > 1:
+            batch = f"{kind}.{namespace}[{len(nodes)} from {min(nodes)}]"
+            member_of.update(dict.fromkeys(nodes, batch))
+    merged = nx.DiGraph()
+    for node, data in graph.nodes(data=True):
+        target = member_of.get(node, node)
+        merged.add_node(target)
+        merged.nodes[target].setdefault("changes", []).append(data["change"])
+    merged.add_edges_from((member_of.get(u, u), member_of.get(v, v)) for u, v in graph.edges)
+    return merged
 
 
 def _gateway_addresses_first(graph: nx.DiGraph, changes: list[Change]) -> None:

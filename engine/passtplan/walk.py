@@ -5,9 +5,11 @@ branches run to the end.
 
 from __future__ import annotations
 
+import queue
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -41,11 +43,13 @@ def walk(
     calling thread, the rest on up to `workers` threads.
     """
     waiting = {node: graph.in_degree(node) for node in graph.nodes}
-    ready = sorted(node for node, count in waiting.items() if count == 0)
+    ready = deque(sorted(node for node, count in waiting.items() if count == 0))
     outcomes: dict[str, Outcome] = {}
-    running: dict[Future[str], tuple[str, float]] = {}
+    finished: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+    in_flight = 0
 
-    def finish(node: str, outcome: Outcome) -> None:
+    def finish(outcome: Outcome) -> None:
+        node = outcome.node
         outcomes[node] = outcome
         if outcome.status is Status.DONE:
             for successor in sorted(graph.successors(node)):
@@ -60,34 +64,32 @@ def walk(
                 )
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="passtplan") as pool:
-        while ready or running:
-            while ready:
-                node = ready.pop(0)
+        while ready or in_flight:
+            # Keep at most `workers` actions in flight: results come back through one queue,
+            # so each completion costs the same however large the graph is.
+            while ready and in_flight < workers:
+                node = ready.popleft()
                 if node in outcomes:
                     continue
                 if inline(node):
-                    finish(node, _run(visit, node, time.perf_counter()))
-                else:
-                    running[pool.submit(visit, node)] = (node, time.perf_counter())
-            if not running:
-                continue
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in sorted(done, key=lambda f: running[f][0]):
-                node, started = running.pop(future)
-                finish(node, _result(future, node, started))
+                    finish(_run(visit, node))
+                    continue
+                pool.submit(_report, finished, visit, node)
+                in_flight += 1
+            if in_flight:
+                finish(finished.get())
+                in_flight -= 1
     return outcomes
 
 
-def _run(visit: Callable[[str], str], node: str, started: float) -> Outcome:
+def _report(finished: queue.SimpleQueue[Outcome], visit: Callable[[str], str], node: str) -> None:
+    finished.put(_run(visit, node))
+
+
+def _run(visit: Callable[[str], str], node: str) -> Outcome:
+    started = time.perf_counter()
     try:
         note = visit(node)
     except Exception as exc:
         return Outcome(node, Status.FAILED, str(exc), time.perf_counter() - started)
     return Outcome(node, Status.DONE, note, time.perf_counter() - started)
-
-
-def _result(future: Future[str], node: str, started: float) -> Outcome:
-    error = future.exception()
-    if error is not None:
-        return Outcome(node, Status.FAILED, str(error), time.perf_counter() - started)
-    return Outcome(node, Status.DONE, future.result(), time.perf_counter() - started)

@@ -17,15 +17,10 @@ from passtplan import resources as res
 from passtplan.desired import Desired
 from passtplan.diff import Action, Change
 from passtplan.errors import PasstplanError
-from passtplan.providers import kernel
+from passtplan.providers import kernel, rtnl
 from passtplan.providers.observe import read_sysctls, sysctl_path
 from passtplan.providers.ownership import OwnershipStore
 from passtplan.providers.session import OWN_NAMESPACE, Handle, Session, namespace_file
-
-IFA_F_NODAD = 0x02  # lab addresses are usable at once, without duplicate address detection
-RTNH_F_ONLINK = 0x4
-RT_SCOPE_NOWHERE = 255
-AF = {4: 2, 6: 10}
 
 
 class ApplyError(PasstplanError):
@@ -41,6 +36,7 @@ class Applier:
         self.session = session
         self.desired = desired
         self.store = store
+        self._indexes: dict[tuple[str, str], int] = {}
 
     def __call__(self, change: Change) -> str:
         if change.action is Action.NOOP:
@@ -109,21 +105,31 @@ class Applier:
     # --- links ------------------------------------------------------------------------------
 
     def _index(self, handle: Handle, name: str) -> int | None:
-        try:
-            reply = handle.ipr.link("get", ifname=name)
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return None
-            raise
-        return int(reply[0]["index"])
+        """The ifindex of a link, cached until a link is made or removed anywhere (removing one
+        veth end or a macvlan's parent takes other links with it)."""
+        key = (handle.namespace.name, name)
+        index = self._indexes.get(key)
+        if index is None:
+            index = rtnl.link_index(handle.sock, name)
+            if index is not None:
+                self._indexes[key] = index
+        return index
 
     def _link(self, change: Change) -> str:
+        self._indexes.clear()
+        try:
+            return self._link_change(change)
+        finally:
+            self._indexes.clear()
+
+    def _link_change(self, change: Change) -> str:
         if change.action is Action.DELETE:
             return self._delete_link(change)
         link = change.after
         assert isinstance(link, res.Link)
         if change.action is Action.REPLACE:
             self._delete_link(change)
+            self._indexes.clear()
         if change.action in (Action.CREATE, Action.REPLACE):
             made = self._create_link(link)
             self._configure(
@@ -226,95 +232,93 @@ class Applier:
 
         handle.run(configure)
 
-    # --- addresses --------------------------------------------------------------------------
+    # --- addresses and routes: through the rtnl codec, many per write ----------------------
 
-    def _address(self, change: Change) -> str:
-        address = change.resource
-        assert isinstance(address, res.Address)
-        handle = self._handle(address.namespace)
-        ip = ipaddress.ip_interface(address.cidr)
+    def batch(self, changes: list[Change]) -> list[tuple[Change, str | None, str | None]]:
+        """Apply address or route changes of one namespace together: (change, note, error)."""
+        namespace = changes[0].resource.namespace  # type: ignore[union-attr]
+        handle = self._handle(namespace)
+        return handle.run(lambda: self._batch_on(handle, changes))
 
-        def apply() -> str:
-            index = self._index(handle, address.link)
-            if index is None:
-                if change.action is Action.DELETE:
-                    return "already gone"
-                raise ApplyError(change.address, f"link {address.link} does not exist")
-            args: dict[str, Any] = {
-                "index": index,
-                "address": str(ip.ip),
-                "prefixlen": ip.network.prefixlen,
-                "family": AF[ip.version],
-            }
-            if change.action is Action.DELETE:
-                try:
-                    handle.ipr.addr("del", **args)
-                except NetlinkError as exc:
-                    if exc.code != errno.EADDRNOTAVAIL:
-                        raise
-                return "deleted"
-            if ip.version == 6:
-                args["flags"] = IFA_F_NODAD
+    def _batch_on(
+        self, handle: Handle, changes: list[Change]
+    ) -> list[tuple[Change, str | None, str | None]]:
+        results: dict[int, tuple[str | None, str | None]] = {}
+        requests: list[bytes] = []
+        sent: list[int] = []
+        for position, change in enumerate(changes):
+            if change.covered_by is not None:
+                self._release(change)
+                results[position] = (f"removed with {change.covered_by}", None)
+                continue
             try:
-                handle.ipr.addr("add", **args)
-            except NetlinkError as exc:
-                if exc.code != errno.EEXIST:
-                    raise
-                return "already present"
-            return "added"
+                request = self._request(handle, change)
+            except ApplyError as exc:
+                results[position] = (None, str(exc))
+                continue
+            if request is None:
+                self._release(change)
+                results[position] = ("already gone", None)
+                continue
+            requests.append(request)
+            sent.append(position)
+        for position, code in zip(sent, rtnl.transact(handle.sock, requests), strict=True):
+            results[position] = self._settle(changes[position], code)
+        return [(change, *results[i]) for i, change in enumerate(changes)]
 
-        note = handle.run(apply)
+    def _request(self, handle: Handle, change: Change) -> bytes | None:
+        resource = change.resource
+        deleting = change.action is Action.DELETE
+        if isinstance(resource, res.Address):
+            index = self._index(handle, resource.link)
+            if index is None:
+                if deleting:
+                    return None
+                raise ApplyError(change.address, f"link {resource.link} does not exist")
+            return rtnl.address_request(not deleting, index, resource.cidr)
+        assert isinstance(resource, res.Route)
+        oif = 0
+        if resource.dev is not None and not deleting:
+            found = self._index(handle, resource.dev)
+            if found is None:
+                raise ApplyError(change.address, f"link {resource.dev} does not exist")
+            oif = found
+        network = None if resource.to == "default" else ipaddress.ip_network(resource.to)
+        spec = rtnl.RouteSpec(
+            family=resource.family,
+            dst=None if network is None else str(network.network_address),
+            dst_len=0 if network is None else network.prefixlen,
+            table=resource.table,
+            metric=resource.metric,
+            gateway=resource.via,
+            oif=oif,
+            onlink=resource.onlink,
+        )
+        return rtnl.route_request(not deleting, spec)
+
+    def _settle(self, change: Change, code: int) -> tuple[str | None, str | None]:
+        kind = "addresses" if change.address.startswith("address.") else "routes"
         if change.action is Action.DELETE:
-            self.store.release("addresses", address.address)
-        elif note == "added":
-            self.store.claim("addresses", address.address)
-        return note
-
-    # --- routes -----------------------------------------------------------------------------
-
-    def _route(self, change: Change) -> str:
-        route = change.resource
-        assert isinstance(route, res.Route)
-        handle = self._handle(route.namespace)
-        args: dict[str, Any] = {
-            "family": AF[route.family],
-            "table": route.table,
-            "priority": route.metric,
-            "dst_len": 0,
-        }
-        if route.to != "default":
-            network = ipaddress.ip_network(route.to)
-            args["dst"], args["dst_len"] = str(network.network_address), network.prefixlen
-        if change.action is Action.DELETE:
-            args["scope"] = RT_SCOPE_NOWHERE  # as `ip route del`: match whatever its scope
-            handle.run(lambda: self._delete_route(handle, args))
-            self.store.release("routes", route.address)
-            return "deleted"
-        if route.via is not None:
-            args["gateway"] = route.via
-        if route.onlink:
-            args["flags"] = RTNH_F_ONLINK
-
-        def replace() -> None:
-            if route.dev is not None:
-                index = self._index(handle, route.dev)
-                if index is None:
-                    raise ApplyError(change.address, f"link {route.dev} does not exist")
-                args["oif"] = index
-            handle.ipr.route("replace", **args)
-
-        handle.run(replace)
+            if code and code not in rtnl.IGNORED_ON_DELETE:
+                return None, f"{change.address}: {os.strerror(code)}"
+            self.store.release(kind, change.address)
+            return ("deleted" if code == 0 else "already gone"), None
+        if code == errno.EEXIST and kind == "addresses":
+            return "already present", None
+        if code:
+            return None, f"{change.address}: {os.strerror(code)} (netlink error {code})"
         if change.action is Action.CREATE:
-            self.store.claim("routes", route.address)
-        return "replaced" if change.action is Action.UPDATE else "added"
+            self.store.claim(kind, change.address)
+        return ("replaced" if change.action is Action.UPDATE else "added"), None
 
-    @staticmethod
-    def _delete_route(handle: Handle, args: dict[str, Any]) -> None:
-        try:
-            handle.ipr.route("del", **args)
-        except NetlinkError as exc:
-            if exc.code != errno.ESRCH:
-                raise
+    def _single(self, change: Change) -> str:
+        ((_, note, error),) = self.batch([change])
+        if error is not None:
+            raise ApplyError(change.address, error.split(": ", 1)[-1])
+        return note or ""
+
+    _address = _single
+    _route = _single
 
     # --- sysctls ----------------------------------------------------------------------------
 

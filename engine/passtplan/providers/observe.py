@@ -11,17 +11,15 @@ import gc
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal
 
 from passtplan import resources as res
 from passtplan.desired import Desired, netns_name
-from passtplan.providers import kernel
+from passtplan.providers import kernel, rtnl
 from passtplan.providers.session import Handle, Session
 
-IFF_UP = 0x1
 RTNH_F_ONLINK = 0x4
 RTPROT_KERNEL = 2
 RT_TABLE_LOCAL = 255
@@ -29,27 +27,7 @@ RTN_UNICAST = 1
 LOOPBACK_ADDRESSES = {"127.0.0.1/8", "::1/128"}
 
 
-class Message(Protocol):
-    def get(self, key: Any, default: Any = None) -> Any: ...
-    def get_attr(self, name: str, default: Any = None) -> Any: ...
-    def __getitem__(self, key: str) -> Any: ...
-
-
-@dataclass(frozen=True)
-class RawLink:
-    """A link as one namespace's dump describes it, before cross-namespace names are known."""
-
-    index: int
-    name: str
-    kind: str | None
-    up: bool
-    mtu: int
-    mac: str | None
-    master: int
-    link: int  # IFLA_LINK: a veth's peer, a macvlan's parent
-    link_netnsid: int | None  # where IFLA_LINK lives, if not here
-    alias: str | None
-    mode: str | None
+RawLink = rtnl.LinkInfo
 
 
 @contextmanager
@@ -62,26 +40,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def raw_link(msg: Message) -> RawLink:
-    info = msg.get_attr("IFLA_LINKINFO")
-    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
-    mode = data.get_attr("IFLA_MACVLAN_MODE") if kind == "macvlan" and data is not None else None
-    return RawLink(
-        index=msg["index"],
-        name=msg.get_attr("IFLA_IFNAME"),
-        kind=kind,
-        up=bool(msg["flags"] & IFF_UP),
-        mtu=msg.get_attr("IFLA_MTU", 0),
-        mac=msg.get_attr("IFLA_ADDRESS"),
-        master=msg.get_attr("IFLA_MASTER", 0),
-        link=msg.get_attr("IFLA_LINK", 0),
-        link_netnsid=msg.get_attr("IFLA_LINK_NETNSID"),
-        alias=msg.get_attr("IFLA_IFALIAS"),
-        mode=mode,
-    )
 
 
 def to_links(
@@ -123,39 +81,32 @@ def _other_end(
     return (where, names[where].get(link.link, f"if{link.link}"))
 
 
-def to_address(ns: str, msg: Message, names: Mapping[int, str]) -> res.Address | None:
-    local = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-    if local is None:
-        return None
-    cidr = f"{local}/{msg['prefixlen']}"
-    ip = ipaddress.ip_interface(cidr)
+def to_address(ns: str, info: rtnl.AddressInfo, names: Mapping[int, str]) -> res.Address | None:
+    ip = ipaddress.ip_interface(info.cidr)
     if ip.version == 6 and ip.ip.is_link_local:
         return None  # the kernel makes these itself
-    link = names.get(msg["index"], f"if{msg['index']}")
-    if link == "lo" and cidr in LOOPBACK_ADDRESSES:
+    link = names.get(info.index, f"if{info.index}")
+    if link == "lo" and info.cidr in LOOPBACK_ADDRESSES:
         return None
     return res.Address(ns, link, str(ip))
 
 
-def to_route(ns: str, msg: Message, names: Mapping[int, str]) -> res.Route | None:
-    table = msg.get_attr("RTA_TABLE", msg["table"])
-    if table == RT_TABLE_LOCAL or msg["proto"] == RTPROT_KERNEL or msg["type"] != RTN_UNICAST:
+def to_route(ns: str, info: rtnl.RouteInfo, names: Mapping[int, str]) -> res.Route | None:
+    if info.table == RT_TABLE_LOCAL or info.proto == RTPROT_KERNEL or info.kind != RTN_UNICAST:
         return None  # the kernel's own: local addresses, connected subnets
-    family: Literal[4, 6] = 6 if msg["family"] == 10 else 4
-    dst = msg.get_attr("RTA_DST")
-    to = "default" if dst is None else str(ipaddress.ip_network(f"{dst}/{msg['dst_len']}"))
+    family: Literal[4, 6] = 6 if info.family == 6 else 4
+    to = "default" if info.dst is None else str(ipaddress.ip_network(f"{info.dst}/{info.dst_len}"))
     if family == 6 and to != "default" and ipaddress.ip_network(to).is_multicast:
         return None
-    oif = msg.get_attr("RTA_OIF")
     return res.Route(
         namespace=ns,
         to=to,
         family=family,
-        via=msg.get_attr("RTA_GATEWAY"),
-        dev=names.get(oif) if oif else None,
-        metric=msg.get_attr("RTA_PRIORITY", 0),
-        table=table,
-        onlink=bool(msg["flags"] & RTNH_F_ONLINK),
+        via=info.gateway,
+        dev=names.get(info.oif) if info.oif else None,
+        metric=info.priority,
+        table=info.table,
+        onlink=bool(info.flags & RTNH_F_ONLINK),
     )
 
 
@@ -182,10 +133,18 @@ def read_sysctls(handle: Handle, names: Iterable[str]) -> dict[str, str]:
     return kernel.run_inside(handle.fd, read)
 
 
-def _dump(handle: Handle) -> tuple[list[RawLink], tuple[list[Any], list[Any]]]:
+Dump = tuple[list[RawLink], tuple[list[rtnl.AddressInfo], list[rtnl.RouteInfo]]]
+
+
+def _dump(handle: Handle) -> Dump:
+    """One dump per object type, decoded as it arrives."""
     with _gc_paused():
-        links = [raw_link(m) for m in handle.ipr.link("dump")]
-        return links, (list(handle.ipr.addr("dump")), list(handle.ipr.route("dump")))
+        links = [rtnl.decode_link(m) for m in rtnl.dump(handle.sock, rtnl.RTM_GETLINK)]
+        addresses = [
+            a for m in rtnl.dump(handle.sock, rtnl.RTM_GETADDR) if (a := rtnl.decode_address(m))
+        ]
+        routes = [rtnl.decode_route(m) for m in rtnl.dump(handle.sock, rtnl.RTM_GETROUTE)]
+    return links, (addresses, routes)
 
 
 def namespaces_to_observe(desired: Desired, owned: res.Ownership) -> list[res.Namespace]:
@@ -200,7 +159,7 @@ def observe(desired: Desired, owned: res.Ownership, session: Session) -> res.Sta
     namespaces = namespaces_to_observe(desired, owned)
     handles = {ns.name: session.open(ns) for ns in namespaces}
     raw: dict[str, list[RawLink]] = {}
-    dumps: dict[str, tuple[list[Any], list[Any]]] = {}
+    dumps: dict[str, tuple[list[rtnl.AddressInfo], list[rtnl.RouteInfo]]] = {}
     for name, handle in handles.items():
         if handle is not None:
             raw[name], dumps[name] = handle.run(partial(_dump, handle))

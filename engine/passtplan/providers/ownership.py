@@ -25,6 +25,7 @@ class OwnershipStore:
     def __init__(self, lab_key: str, run_dir: Path = RUN_DIR) -> None:
         self.path = run_dir / lab_key / "owned.json"
         self._lock = threading.Lock()
+        self._dirty = False
         self.owned = self._load()
 
     def _load(self) -> res.Ownership:
@@ -56,6 +57,7 @@ class OwnershipStore:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1) + "\n")
         tmp.replace(self.path)
+        self._dirty = False
 
     def forget_all(self) -> None:
         """After a complete destroy: the lab's directory goes, journal and all."""
@@ -64,14 +66,24 @@ class OwnershipStore:
             shutil.rmtree(self.path.parent, ignore_errors=True)
 
     def claim(self, kind: str, address: str) -> None:
+        """Addresses and routes are saved by flush() (thousands per apply); namespaces at once."""
         with self._lock:
             getattr(self.owned, kind).add(address)
-            self._save()
+            self._dirty = True
+            if kind == "namespaces":
+                self._save()
 
     def release(self, kind: str, address: str) -> None:
         with self._lock:
             getattr(self.owned, kind).discard(address)
-            self._save()
+            self._dirty = True
+            if kind == "namespaces":
+                self._save()
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._dirty:
+                self._save()
 
     def remember_sysctl(self, address: str, original: str) -> None:
         """The value before the lab first set it, to restore when the lab lets it go."""

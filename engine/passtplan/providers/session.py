@@ -58,11 +58,16 @@ class Handle:
         self.nsids: dict[int, str] | None = None  # netnsid as seen from here -> lab namespace
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"netns-{namespace.name}")
         self._ident = self._thread.submit(threading.get_ident).result()
-        self.ipr: IPRoute = self.run(self._connect)
+        # The namespace's one netlink socket: the rtnl codec uses it directly, and pyroute2,
+        # when an action needs it, drives the same socket (no multicast groups: no events).
+        self.sock = kernel.netlink_socket(fd)
+        self._ipr: IPRoute | None = None
 
-    def _connect(self) -> IPRoute:
-        sock = kernel.netlink_socket(self.fd)
-        return IPRoute(use_socket=sock)
+    @property
+    def ipr(self) -> IPRoute:
+        if self._ipr is None:
+            self._ipr = self.run(lambda: IPRoute(use_socket=self.sock, groups=0))
+        return self._ipr
 
     def run(self, work: Callable[[], T]) -> T:
         """Run `work` on this namespace's thread and return what it returns (or raise)."""
@@ -72,7 +77,9 @@ class Handle:
 
     def close(self) -> None:
         try:
-            self.run(self.ipr.close)
+            if self._ipr is not None:
+                self.run(self._ipr.close)
+            self.sock.close()
         finally:
             self._thread.shutdown(wait=True)
             if self.fd is not None:
