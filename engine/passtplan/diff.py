@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 from passtplan import resources as res
 from passtplan.desired import Desired
@@ -72,6 +73,30 @@ class _Diff:
 
     def observed(self, namespace: str) -> res.NamespaceState | None:
         return self.state.namespaces.get(namespace)
+
+    @cached_property
+    def observed_routes(self) -> dict[tuple[str, tuple[str, int, int, int]], res.Route]:
+        return {
+            (ns.namespace.name, route.key): route
+            for ns in self.state.namespaces.values()
+            if ns is not None
+            for route in ns.routes
+        }
+
+    @cached_property
+    def observed_addresses(self) -> set[res.Address]:
+        return {a for ns in self.state.namespaces.values() if ns is not None for a in ns.addresses}
+
+    @cached_property
+    def deleted_subnets(self) -> dict[str, list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+        """Per namespace, the subnets of addresses this plan deletes (computed once routes are
+        planned, after every address change is known)."""
+        found: dict[str, list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {}
+        for change in self.changes.values():
+            if change.action is Action.DELETE and isinstance(change.before, res.Address):
+                subnet = ipaddress.ip_interface(change.before.cidr).network
+                found.setdefault(change.before.namespace, []).append(subnet)
+        return found
 
 
 def diff(desired: Desired, state: res.State) -> list[Change]:
@@ -366,7 +391,7 @@ def _addresses(work: _Diff) -> None:
                     deferred=_deferred(work, address.namespace),
                 )
             )
-        elif observed_ns is not None and address in observed_ns.addresses:
+        elif observed_ns is not None and address in work.observed_addresses:
             work.add(Change(address.address, Action.NOOP, address, address))
         else:
             work.add(Change(address.address, Action.CREATE, None, address, "not present"))
@@ -431,10 +456,7 @@ def _routes(work: _Diff) -> None:
 
 
 def _observed_route(work: _Diff, route: res.Route) -> res.Route | None:
-    observed_ns = work.observed(route.namespace)
-    if observed_ns is None:
-        return None
-    return next((r for r in observed_ns.routes if r.key == route.key), None)
+    return work.observed_routes.get((route.namespace, route.key))
 
 
 def _route_change(work: _Diff, route: res.Route) -> Change:
@@ -485,13 +507,7 @@ def _gateway_lost(work: _Diff, route: res.Route) -> bool:
     if route.via is None:
         return False
     gateway = ipaddress.ip_address(route.via)
-    return any(
-        change.action is Action.DELETE
-        and isinstance(change.before, res.Address)
-        and change.before.namespace == route.namespace
-        and gateway in ipaddress.ip_interface(change.before.cidr).network
-        for change in work.changes.values()
-    )
+    return any(gateway in subnet for subnet in work.deleted_subnets.get(route.namespace, ()))
 
 
 def _route_differs(want: res.Route, have: res.Route) -> tuple[str, ...]:
@@ -551,7 +567,3 @@ def _sysctls(work: _Diff) -> None:
 
 def _normal(value: str) -> str:
     return " ".join(value.split())
-
-
-def field_names(resource: res.Resource) -> list[str]:
-    return [f.name for f in fields(resource)]

@@ -7,7 +7,7 @@ In an observed resource every attribute is what the kernel reports.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Literal
 
@@ -115,8 +115,7 @@ def attributes(resource: Resource | None) -> dict[str, object] | None:
     """The attributes a plan shows and compares: observed-only bookkeeping left out."""
     if resource is None:
         return None
-    data = asdict(resource)
-    data.pop("ifindex", None)
+    data = {f.name: getattr(resource, f.name) for f in fields(resource) if f.name != "ifindex"}
     for key in ("parent", "peer", "resolve"):
         if isinstance(data.get(key), tuple):
             data[key] = "/".join(data[key]) if key != "resolve" else ":".join(data[key])

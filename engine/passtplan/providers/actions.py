@@ -5,7 +5,6 @@ wanted (made by a veth's other end, removed with its namespace) is not an error.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -283,11 +282,11 @@ class Applier:
             if found is None:
                 raise ApplyError(change.address, f"link {resource.dev} does not exist")
             oif = found
-        network = None if resource.to == "default" else ipaddress.ip_network(resource.to)
+        dst, _, dst_len = resource.to.partition("/")
         spec = rtnl.RouteSpec(
             family=resource.family,
-            dst=None if network is None else str(network.network_address),
-            dst_len=0 if network is None else network.prefixlen,
+            dst=None if resource.to == "default" else dst,
+            dst_len=int(dst_len or 0),
             table=resource.table,
             metric=resource.metric,
             gateway=resource.via,
