@@ -163,7 +163,7 @@ def _cover_contents(work: _Diff, observed: res.NamespaceState) -> None:
             )
             work.removed.add((link.namespace, link.name))
             if link.kind == "veth" and link.peer and link.peer[0] not in work.dropped_namespaces:
-                _cover_peer(work, link, by)
+                _delete_peer_outside(work, link)
     for address in observed.addresses:
         if address.address in work.state.owned.addresses:
             work.add(
@@ -178,16 +178,16 @@ def _cover_contents(work: _Diff, observed: res.NamespaceState) -> None:
             )
 
 
-def _cover_peer(work: _Diff, link: res.Link, by: str) -> None:
+def _delete_peer_outside(work: _Diff, link: res.Link) -> None:
+    """The other end of a veth whose namespace is deleted, where it lives in a namespace that
+    stays: deleted explicitly, because the kernel tears a namespace down asynchronously and the
+    end would linger for a moment after the namespace is gone."""
     assert link.peer is not None
     peer_ns = work.observed(link.peer[0])
     other = peer_ns.links.get(link.peer[1]) if peer_ns else None
-    if other is not None:
-        work.add(
-            Change(
-                other.address, Action.DELETE, other, None, "its veth peer is deleted", covered_by=by
-            )
-        )
+    if other is not None and other.address not in work.desired.links:
+        reason = "its veth peer's namespace is deleted"
+        work.add(Change(other.address, Action.DELETE, other, None, reason))
         work.removed.add((other.namespace, other.name))
 
 
