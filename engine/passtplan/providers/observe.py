@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import errno
 import gc
-import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +23,7 @@ RTPROT_KERNEL = 2
 RT_TABLE_LOCAL = 255
 RTN_UNICAST = 1
 LOOPBACK_ADDRESSES = {"127.0.0.1/8", "::1/128"}
+IPV6_LINK_LOCAL = ("fe8", "fe9", "fea", "feb")  # fe80::/10, as inet_ntop writes it
 
 
 RawLink = rtnl.LinkInfo
@@ -82,22 +81,22 @@ def _other_end(
 
 
 def to_address(ns: str, info: rtnl.AddressInfo, names: Mapping[int, str]) -> res.Address | None:
-    ip = ipaddress.ip_interface(info.cidr)
-    if ip.version == 6 and ip.ip.is_link_local:
+    if info.cidr.startswith(IPV6_LINK_LOCAL):
         return None  # the kernel makes these itself
     link = names.get(info.index, f"if{info.index}")
     if link == "lo" and info.cidr in LOOPBACK_ADDRESSES:
         return None
-    return res.Address(ns, link, str(ip))
+    return res.Address(ns, link, info.cidr)
 
 
 def to_route(ns: str, info: rtnl.RouteInfo, names: Mapping[int, str]) -> res.Route | None:
     if info.table == RT_TABLE_LOCAL or info.proto == RTPROT_KERNEL or info.kind != RTN_UNICAST:
         return None  # the kernel's own: local addresses, connected subnets
     family: Literal[4, 6] = 6 if info.family == 6 else 4
-    to = "default" if info.dst is None else str(ipaddress.ip_network(f"{info.dst}/{info.dst_len}"))
-    if family == 6 and to != "default" and ipaddress.ip_network(to).is_multicast:
-        return None
+    if family == 6 and info.dst is not None and info.dst.startswith("ff"):
+        return None  # multicast, the kernel's
+    # The kernel keeps route destinations as networks: no host bits to clear.
+    to = "default" if info.dst is None else f"{info.dst}/{info.dst_len}"
     return res.Route(
         namespace=ns,
         to=to,
@@ -162,7 +161,9 @@ def observe(desired: Desired, owned: res.Ownership, session: Session) -> res.Sta
     dumps: dict[str, tuple[list[rtnl.AddressInfo], list[rtnl.RouteInfo]]] = {}
     for name, handle in handles.items():
         if handle is not None:
-            raw[name], dumps[name] = handle.run(partial(_dump, handle))
+            # On this thread: observation never overlaps actions, and the raw socket needs no
+            # event loop (only pyroute2 calls must run on the handle's own thread).
+            raw[name], dumps[name] = _dump(handle)
     nsids = {
         name: session.nsid_map(handle)
         for name, handle in handles.items()

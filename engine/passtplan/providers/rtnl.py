@@ -10,7 +10,6 @@ pyroute2 remains the client for everything else (links with nested link info, ne
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import select
 import socket
@@ -36,7 +35,8 @@ NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_DUMP, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x300, 0x100, 0x200, 0x400
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
-IFLA_LINKINFO, IFLA_IFALIAS, IFLA_LINK_NETNSID = 18, 20, 37
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK, IFLA_LINK_NETNSID = 18, 20, 29, 37
+RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_MACVLAN_MODE = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
@@ -99,9 +99,10 @@ def _u32(value: memoryview | None, default: int = 0) -> int:
 
 
 def _ip(value: memoryview | None) -> str | None:
+    """inet_ntop gives the same canonical text as Python's ipaddress, at a fraction of the cost."""
     if value is None:
         return None
-    return str(ipaddress.ip_address(bytes(value)))
+    return socket.inet_ntop(socket.AF_INET if len(value) == 4 else socket.AF_INET6, bytes(value))
 
 
 def _wait_readable(sock: socket.socket, timeout: float = 30.0) -> None:
@@ -134,7 +135,13 @@ def _receive(sock: socket.socket) -> Iterator[tuple[int, int, int, memoryview]]:
 def dump(sock: socket.socket, kind: int, family: int = 0) -> list[memoryview]:
     """Every message of one dump request (RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE)."""
     seq = next(_sequence)
-    body = IFINFO.pack(family, 0, 0, 0, 0) if kind == RTM_GETLINK else bytes([family]) + b"\0" * 11
+    if kind == RTM_GETLINK:
+        # Without statistics, as `ip link show` asks: a third of the bytes to read and parse.
+        body = IFINFO.pack(family, 0, 0, 0, 0) + attr(
+            IFLA_EXT_MASK, U32.pack(RTEXT_FILTER_SKIP_STATS)
+        )
+    else:
+        body = bytes([family]) + b"\0" * 11
     sock.send(message(kind, NLM_F_REQUEST | NLM_F_DUMP, body, seq))
     found: list[memoryview] = []
     while True:

@@ -56,8 +56,10 @@ class Handle:
         self.namespace = namespace
         self.fd = fd  # None: this process's own namespace
         self.nsids: dict[int, str] | None = None  # netnsid as seen from here -> lab namespace
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"netns-{namespace.name}")
-        self._ident = self._thread.submit(threading.get_ident).result()
+        self._ident: int | None = None  # the handle's thread, started on first use
+        self._thread = ThreadPoolExecutor(
+            1, thread_name_prefix=f"netns-{namespace.name}", initializer=self._started
+        )
         # The namespace's one netlink socket: the rtnl codec uses it directly, and pyroute2,
         # when an action needs it, drives the same socket (no multicast groups: no events).
         self.sock = kernel.netlink_socket(fd)
@@ -68,6 +70,9 @@ class Handle:
         if self._ipr is None:
             self._ipr = self.run(lambda: IPRoute(use_socket=self.sock, groups=0))
         return self._ipr
+
+    def _started(self) -> None:
+        self._ident = threading.get_ident()
 
     def run(self, work: Callable[[], T]) -> T:
         """Run `work` on this namespace's thread and return what it returns (or raise)."""
