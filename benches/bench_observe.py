@@ -66,7 +66,9 @@ def many(prefix: str, count: int, links: int, runs: int) -> tuple[float, float]:
     def ip_each() -> float:
         start = time.perf_counter()
         for name in names:
-            subprocess.run(["ip", "-j", "-n", name, "link", "show"], capture_output=True, check=True)
+            subprocess.run(
+                ["ip", "-j", "-n", name, "link", "show"], capture_output=True, check=True
+            )
         return time.perf_counter() - start
 
     return best(runs, ip_each), best(runs, lambda: observe_namespaces(names))

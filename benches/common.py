@@ -59,14 +59,18 @@ def ip_batch(netns: str | None, lines: list[str], *, json_out: bool = False) -> 
     """Time one `ip -batch` run (its process start-up included, as a person would run it)."""
     argv = ["ip", *(["-j"] if json_out else []), *(["-n", netns] if netns else []), "-batch", "-"]
     start = time.perf_counter()
-    proc = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        argv, input="\n".join(lines) + "\n", capture_output=True, text=True, check=False
+    )
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"ip -batch failed: {proc.stderr.strip()[:300]}")
     return seconds
 
 
-def report(rows: list[tuple[str, float]], baseline: str, target: str, ratio: float, met: bool) -> None:
+def report(
+    rows: list[tuple[str, float]], baseline: str, target: str, ratio: float, met: bool
+) -> None:
     base = dict(rows)[baseline]
     print(f"{'measurement':52} {'seconds':>9} {'x baseline':>11}")
     for name, seconds in rows:

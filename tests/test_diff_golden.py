@@ -68,8 +68,8 @@ def test_plan_golden(case: Path) -> None:
     state = observed_state(case / "observed.yaml", desired.lab)
     try:
         changes = diff(desired, state)
-        build_graph(changes, desired)
-        got = plan_text(Plan(loaded, desired, state, changes, fingerprint(state)))
+        graph = build_graph(changes, desired)
+        got = plan_text(Plan(loaded, desired, state, changes, fingerprint(state), graph))
     except ConflictError as exc:
         got = f"error: {exc}\n"
     want_file = case / "plan.txt"

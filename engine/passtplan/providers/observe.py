@@ -19,9 +19,6 @@ from passtplan.providers import kernel, rtnl
 from passtplan.providers.session import Handle, Session
 
 RTNH_F_ONLINK = 0x4
-RTPROT_KERNEL = 2
-RT_TABLE_LOCAL = 255
-RTN_UNICAST = 1
 LOOPBACK_ADDRESSES = {"127.0.0.1/8", "::1/128"}
 IPV6_LINK_LOCAL = ("fe8", "fe9", "fea", "feb")  # fe80::/10, as inet_ntop writes it
 
@@ -90,8 +87,6 @@ def to_address(ns: str, info: rtnl.AddressInfo, names: Mapping[int, str]) -> res
 
 
 def to_route(ns: str, info: rtnl.RouteInfo, names: Mapping[int, str]) -> res.Route | None:
-    if info.table == RT_TABLE_LOCAL or info.proto == RTPROT_KERNEL or info.kind != RTN_UNICAST:
-        return None  # the kernel's own: local addresses, connected subnets
     family: Literal[4, 6] = 6 if info.family == 6 else 4
     if family == 6 and info.dst is not None and info.dst.startswith("ff"):
         return None  # multicast, the kernel's
@@ -135,14 +130,18 @@ def read_sysctls(handle: Handle, names: Iterable[str]) -> dict[str, str]:
 Dump = tuple[list[RawLink], tuple[list[rtnl.AddressInfo], list[rtnl.RouteInfo]]]
 
 
-def _dump(handle: Handle) -> Dump:
+def _dump(handle: Handle, *, links_only: bool) -> Dump:
     """One dump per object type, decoded as it arrives."""
     with _gc_paused():
         links = [rtnl.decode_link(m) for m in rtnl.dump(handle.sock, rtnl.RTM_GETLINK)]
+        if links_only:
+            return links, ([], [])
         addresses = [
             a for m in rtnl.dump(handle.sock, rtnl.RTM_GETADDR) if (a := rtnl.decode_address(m))
         ]
-        routes = [rtnl.decode_route(m) for m in rtnl.dump(handle.sock, rtnl.RTM_GETROUTE)]
+        routes = [
+            r for m in rtnl.dump(handle.sock, rtnl.RTM_GETROUTE) if (r := rtnl.decode_route(m))
+        ]
     return links, (addresses, routes)
 
 
@@ -156,6 +155,9 @@ def namespaces_to_observe(desired: Desired, owned: res.Ownership) -> list[res.Na
 def observe(desired: Desired, owned: res.Ownership, session: Session) -> res.State:
     """The live state of every namespace the lab names or made."""
     namespaces = namespaces_to_observe(desired, owned)
+    # A namespace the lab made and no longer wants goes whole: its links are read (a veth end
+    # may live in a namespace that stays), its addresses and routes go with it unread.
+    doomed = owned.namespaces - desired.namespaces.keys()
     handles = {ns.name: session.open(ns) for ns in namespaces}
     raw: dict[str, list[RawLink]] = {}
     dumps: dict[str, tuple[list[rtnl.AddressInfo], list[rtnl.RouteInfo]]] = {}
@@ -163,7 +165,7 @@ def observe(desired: Desired, owned: res.Ownership, session: Session) -> res.Sta
         if handle is not None:
             # On this thread: observation never overlaps actions, and the raw socket needs no
             # event loop (only pyroute2 calls must run on the handle's own thread).
-            raw[name], dumps[name] = _dump(handle)
+            raw[name], dumps[name] = _dump(handle, links_only=name in doomed)
     nsids = {
         name: session.nsid_map(handle)
         for name, handle in handles.items()

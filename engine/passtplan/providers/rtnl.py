@@ -26,6 +26,7 @@ RTMSG = struct.Struct(
     "=BBBBBBBBI"
 )  # family, dst_len, src_len, tos, table, proto, scope, type, flags
 RTATTR = struct.Struct("=HH")
+_unpack_rtattr = RTATTR.unpack_from
 U32 = struct.Struct("=I")
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -43,7 +44,7 @@ RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 IFA_F_NODAD = 0x02
 RTNH_F_ONLINK = 0x4
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 0, 253, 255
-RTPROT_BOOT, RTN_UNICAST = 3, 1
+RTPROT_KERNEL, RTPROT_BOOT, RTN_UNICAST, RT_TABLE_LOCAL = 2, 3, 1, 255
 MACVLAN_MODES = {1: "private", 2: "vepa", 4: "bridge", 8: "passthru", 16: "source"}
 AF = {4: socket.AF_INET, 6: socket.AF_INET6}
 CHUNK = 256  # requests per write; their acks fit the receive buffer with room to spare
@@ -79,14 +80,16 @@ def message(kind: int, flags: int, body: bytes, seq: int) -> bytes:
 
 
 def attributes(data: memoryview, offset: int) -> dict[int, memoryview]:
+    """Attribute type -> payload; the hottest loop in observation, hence written tight."""
     found: dict[int, memoryview] = {}
-    end = len(data)
-    while offset + RTATTR.size <= end:
-        length, kind = RTATTR.unpack_from(data, offset)
-        if length < RTATTR.size:
+    end = len(data) - 4
+    unpack = _unpack_rtattr
+    while offset <= end:
+        length, kind = unpack(data, offset)
+        if length < 4:
             break
-        found[kind & 0x3FFF] = data[offset + RTATTR.size : offset + length]
-        offset += _align(length)
+        found[kind & 0x3FFF] = data[offset + 4 : offset + length]
+        offset += (length + 3) & ~3
     return found
 
 
@@ -157,7 +160,7 @@ def dump(sock: socket.socket, kind: int, family: int = 0) -> list[memoryview]:
 
 
 def transact(sock: socket.socket, requests: list[bytes]) -> list[int]:
-    """Send requests built with `seq=0` pipelined, CHUNK per write; one errno per request (0: ok)."""
+    """Send requests (built with seq 0) pipelined, CHUNK per write: one errno each, 0 for ok."""
     results = [0] * len(requests)
     for start in range(0, len(requests), CHUNK):
         chunk = requests[start : start + CHUNK]
@@ -248,8 +251,12 @@ class RouteInfo:
     priority: int
 
 
-def decode_route(payload: memoryview) -> RouteInfo:
+def decode_route(payload: memoryview) -> RouteInfo | None:
+    """A route someone added; None for the kernel's own (local table, connected subnets,
+    multicast), told apart by the fixed header before any attribute is parsed."""
     family, dst_len, _, _, table, proto, _, kind, flags = RTMSG.unpack_from(payload)
+    if table == RT_TABLE_LOCAL or proto == RTPROT_KERNEL or kind != RTN_UNICAST:
+        return None
     found = attributes(payload, RTMSG.size)
     return RouteInfo(
         family=6 if family == socket.AF_INET6 else 4,
