@@ -223,3 +223,50 @@ def test_without_root_a_one_line_error(make_lab: Callable[[str], Lab]) -> None:
             f"error: passtplan {command} needs root: it reads and changes network namespaces "
             "(run it with sudo)\n"
         )
+
+
+def test_sysctl_is_restored_when_the_lab_lets_it_go(
+    make_lab: Callable[[str], Lab], foreign_netns: Callable[[str], str]
+) -> None:
+    shared = foreign_netns("sys")
+    forward = ["ip", "netns", "exec", shared, "cat", "/proc/sys/net/ipv4/ip_forward"]
+    assert subprocess.run(forward, capture_output=True, text=True, check=True).stdout == "0\n"
+    lab = make_lab(
+        "apiVersion: passtplan/v1alpha1\nkind: Lab\nmetadata: {name: LABNAME}\nnamespaces:\n"
+        f"  s:\n    resolve: {{path: /run/netns/{shared}}}\n"
+        '    sysctls: {net.ipv4.ip_forward: "1"}\n'
+    )
+    lab.apply()
+    lab.converged()
+    assert subprocess.run(forward, capture_output=True, text=True, check=True).stdout == "1\n"
+    lab.path.write_text(
+        lab.path.read_text().replace('    sysctls: {net.ipv4.ip_forward: "1"}\n', "")
+    )
+    plan = json.loads(lab.plan("--json").stdout)
+    [restore] = [c for c in plan["changes"] if c["actions"] != ["no-op"]]
+    assert restore["address"] == "sysctl.s[net.ipv4.ip_forward]"
+    assert restore["reason"] == "no longer in the plan: restore 0"
+    lab.apply()
+    assert subprocess.run(forward, capture_output=True, text=True, check=True).stdout == "0\n"
+    lab.converged()
+
+
+def test_namespace_found_only_at_apply_time(make_lab: Callable[[str], Lab], prefix: str) -> None:
+    later = f"{prefix}-later"
+    lab = make_lab(
+        "apiVersion: passtplan/v1alpha1\nkind: Lab\nmetadata: {name: LABNAME}\nnamespaces:\n"
+        f"  pod:\n    resolve: {{path: /run/netns/{later}}}\n    links:\n"
+        "      br0: {kind: bridge, addresses: [10.4.0.1/24]}\n"
+        "    routes:\n      - {to: 10.44.0.0/16, via: 10.4.0.254}\n"
+    )
+    assert "(known after apply)" in lab.plan().stdout
+    loaded = load_lab(lab.path)
+    store = store_for(loaded, sandbox=False)
+    with Session() as session:
+        plan = make_plan(loaded, session, store, sandbox=False, destroy=False)
+        assert {c.address: str(c.action) for c in plan.pending}["netns.pod"] == "read"
+        ip("netns", "add", later)  # the namespace appears between plan and apply
+        report = apply_plan(plan, session, store)
+    assert report.ok, report_text(report)
+    lab.converged()
+    assert ip_json("route", "show", "10.44.0.0/16", netns=later)[0]["gateway"] == "10.4.0.254"
