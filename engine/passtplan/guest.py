@@ -1,0 +1,295 @@
+"""The sandbox's guest: what a VM's virtio-net device and operating system do for passt.
+
+Run as its own process (`python -m passtplan.guest`), started by the local VM driver. It
+- enters the guest's network namespace and makes a tap device `eth0` with QEMU's default MAC;
+- connects to passt's UNIX socket as QEMU does (`-netdev stream`): every Ethernet frame in
+  either direction is preceded by its length as a 4-byte big-endian integer;
+- asks passt's DHCP server for an address, as the VM's DHCP client would, speaking DHCP in raw
+  frames over the socket, and configures eth0 with the address, mask, router and MTU offered
+  (a real DHCP client here would rewrite the machine's own /etc/resolv.conf);
+- relays frames between eth0 and passt, reconnecting when passt is restarted: like a VM, the
+  guest keeps its lease across that;
+- answers on the VM's TCP ports with a one-line banner, as sshd would greet an ssh client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import json
+import os
+import random
+import select
+import socket
+import struct
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+GUEST_MAC = "52:54:00:12:34:56"  # QEMU's default, the guest MAC in the seed lab
+TUNSETIFF = 0x400454CA
+IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
+CLONE_NEWNET = 0x40000000
+DHCP_COOKIE = b"\x63\x82\x53\x63"
+DISCOVER, OFFER, REQUEST, ACK = 1, 2, 3, 5
+FRAME_MAX = 65536 + 14
+
+
+@dataclass(frozen=True)
+class Lease:
+    address: str
+    prefixlen: int
+    router: str | None
+    mtu: int | None
+    dns: list[str]
+    server: str
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} guest: {message}", flush=True)
+
+
+def enter(netns: Path) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(netns, os.O_RDONLY)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), f"setns {netns}")
+    os.close(fd)
+
+
+def make_tap(name: str) -> int:
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+    return fd
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes(int(part, 16) for part in mac.split(":"))
+
+
+# --- the socket, with QEMU's stream framing ---------------------------------------------------
+
+
+def connect(path: Path, deadline: float) -> socket.socket:
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+            return sock
+        except OSError:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)  # polling for passt's socket to appear, bounded by the deadline
+
+
+def send_frame(sock: socket.socket, frame: bytes) -> None:
+    sock.sendall(struct.pack("!I", len(frame)) + frame)
+
+
+def read_exact(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("passt closed the socket")
+        data += chunk
+    return bytes(data)
+
+
+def recv_frame(sock: socket.socket) -> bytes:
+    (length,) = struct.unpack("!I", read_exact(sock, 4))
+    return read_exact(sock, length)
+
+
+# --- DHCP, in raw frames --------------------------------------------------------------------
+
+
+def checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def dhcp_frame(mac: bytes, xid: int, kind: int, extra: bytes = b"") -> bytes:
+    options = bytes([53, 1, kind]) + extra + bytes([55, 5, 1, 3, 6, 26, 15, 255])
+    bootp = struct.pack("!BBBBIHH", 1, 1, 6, 0, xid, 0, 0x8000) + b"\0" * 16
+    bootp += mac + b"\0" * 10 + b"\0" * 192 + DHCP_COOKIE + options
+    udp = struct.pack("!HHHH", 68, 67, 8 + len(bootp), 0) + bootp
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, b"\0" * 4, b"\xff" * 4
+    )
+    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
+    return b"\xff" * 6 + mac + b"\x08\x00" + header + udp
+
+
+def parse_dhcp(frame: bytes, xid: int) -> tuple[int, bytes, dict[int, bytes]] | None:
+    """(message type, offered address, options) of a DHCP reply to us, or None."""
+    if len(frame) < 14 + 20 + 8 + 240 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        return None
+    ip_len = (frame[14] & 0x0F) * 4
+    udp = 14 + ip_len
+    if struct.unpack("!H", frame[udp + 2 : udp + 4])[0] != 68:
+        return None
+    bootp = frame[udp + 8 :]
+    if bootp[0] != 2 or struct.unpack("!I", bootp[4:8])[0] != xid or bootp[236:240] != DHCP_COOKIE:
+        return None
+    options: dict[int, bytes] = {}
+    index = 240
+    while index < len(bootp) and bootp[index] != 255:
+        if bootp[index] == 0:
+            index += 1
+            continue
+        code, length = bootp[index], bootp[index + 1]
+        options[code] = bootp[index + 2 : index + 2 + length]
+        index += 2 + length
+    kind = options.get(53, b"\0")[0]
+    return kind, bootp[16:20], options
+
+
+def dhcp(sock: socket.socket, mac: bytes, deadline: float) -> Lease:
+    xid = random.getrandbits(32)
+    send_frame(sock, dhcp_frame(mac, xid, DISCOVER))
+    offer = _await(sock, xid, OFFER, deadline)
+    address, options = offer
+    server = options.get(54, b"\0\0\0\0")
+    extra = bytes([50, 4]) + address + bytes([54, 4]) + server
+    send_frame(sock, dhcp_frame(mac, xid, REQUEST, extra))
+    address, options = _await(sock, xid, ACK, deadline)
+    mask = options.get(1, b"\xff\xff\xff\xff")
+    dns = options.get(6, b"")
+    return Lease(
+        address=socket.inet_ntoa(address),
+        prefixlen=bin(int.from_bytes(mask, "big")).count("1"),
+        router=socket.inet_ntoa(options[3][:4]) if 3 in options else None,
+        mtu=struct.unpack("!H", options[26])[0] if 26 in options else None,
+        dns=[socket.inet_ntoa(dns[i : i + 4]) for i in range(0, len(dns), 4)],
+        server=socket.inet_ntoa(server),
+    )
+
+
+def _await(
+    sock: socket.socket, xid: int, kind: int, deadline: float
+) -> tuple[bytes, dict[int, bytes]]:
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([sock], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        reply = parse_dhcp(recv_frame(sock), xid)
+        if reply is not None and reply[0] == kind:
+            return reply[1], reply[2]
+    raise TimeoutError(f"no DHCP {'offer' if kind == OFFER else 'ack'} from passt")
+
+
+def configure(lease: Lease, tap: str, mac: str) -> None:
+    from pyroute2 import IPRoute  # in the guest's namespace, entered before this runs
+
+    with IPRoute() as ipr:
+        (lo,) = ipr.link_lookup(ifname="lo")
+        ipr.link("set", index=lo, state="up")
+        (index,) = ipr.link_lookup(ifname=tap)
+        ipr.link("set", index=index, address=mac)
+        if lease.mtu:
+            ipr.link("set", index=index, mtu=lease.mtu)
+        ipr.link("set", index=index, state="up")
+        ipr.addr("add", index=index, address=lease.address, prefixlen=lease.prefixlen)
+        if lease.router:
+            # The router of a /32 lease is outside any subnet: reach it on the link, as
+            # a guest's DHCP client does for passt's and Calico's 169.254.1.1.
+            ipr.route("add", dst="0.0.0.0/0", gateway=lease.router, oif=index, flags=4)
+
+
+# --- relay and banner -----------------------------------------------------------------------
+
+
+class Relay:
+    def __init__(self, tap_fd: int, path: Path) -> None:
+        self.tap_fd = tap_fd
+        self.path = path
+        self.sock: socket.socket | None = None
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+
+    def attach(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.sock = sock
+        self.connected.set()
+
+    def tap_to_passt(self) -> None:
+        while True:
+            frame = os.read(self.tap_fd, FRAME_MAX)
+            self.connected.wait()
+            with self.lock:
+                sock = self.sock
+            try:
+                if sock is not None:
+                    send_frame(sock, frame)
+            except OSError:
+                pass  # passt is gone; the other direction reconnects
+
+    def passt_to_tap(self) -> None:
+        while True:
+            with self.lock:
+                sock = self.sock
+            assert sock is not None
+            try:
+                while True:
+                    os.write(self.tap_fd, recv_frame(sock))
+            except (OSError, ConnectionError) as exc:
+                log(f"lost passt ({exc}); waiting for it to come back")
+                self.connected.clear()
+                sock.close()
+                self.attach(connect(self.path, deadline=float("inf")))
+                log("reconnected to passt")
+
+
+def banner_service(port: int, text: str) -> None:
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("0.0.0.0", port))
+    server.listen(16)
+    while True:
+        client, _ = server.accept()
+        with client:
+            try:
+                client.sendall(text.encode() + b"\r\n")
+            except OSError:
+                pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--netns", type=Path, required=True, help="the guest's namespace file")
+    parser.add_argument("--socket", type=Path, required=True, help="passt's UNIX socket")
+    parser.add_argument("--lease", type=Path, required=True, help="where to write the lease")
+    parser.add_argument("--name", required=True, help="the VM's name, for the banner")
+    parser.add_argument("--port", type=int, action="append", default=[], help="a TCP port")
+    parser.add_argument("--timeout", type=float, default=30.0)
+    args = parser.parse_args()
+    enter(args.netns)
+    tap_fd = make_tap("eth0")
+    deadline = time.monotonic() + args.timeout
+    sock = connect(args.socket, deadline)
+    log(f"connected to passt at {args.socket}")
+    lease = dhcp(sock, mac_bytes(GUEST_MAC), deadline)
+    configure(lease, "eth0", GUEST_MAC)
+    args.lease.write_text(json.dumps(asdict(lease)) + "\n")
+    log(f"DHCP lease from passt: {lease.address}/{lease.prefixlen} router {lease.router} mtu {lease.mtu}")
+    relay = Relay(tap_fd, args.socket)
+    relay.attach(sock)
+    for port in args.port:
+        text = f"SSH-2.0-passtplan_guest {args.name}"
+        threading.Thread(target=banner_service, args=(port, text), daemon=True).start()
+    threading.Thread(target=relay.tap_to_passt, daemon=True).start()
+    relay.passt_to_tap()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
