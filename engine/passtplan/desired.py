@@ -7,11 +7,13 @@ namespace N is the named netns LAB-N, `host` included, and the sandbox section i
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from passtplan import resources as res
 from passtplan.spec import models as spec
+from passtplan.spec.manifest import Port, VmManifest
 from passtplan.spec.semantics import split_ref
 
 
@@ -26,6 +28,7 @@ class Desired:
     routes: dict[str, res.Route] = field(default_factory=dict)
     absent_routes: dict[str, res.Route] = field(default_factory=dict)
     sysctls: dict[str, res.Sysctl] = field(default_factory=dict)
+    vms: dict[str, res.Vm] = field(default_factory=dict)  # the sandbox's VMs
 
     @property
     def owner(self) -> str:
@@ -38,7 +41,20 @@ def netns_name(lab: str, namespace: str) -> str:
     return f"{lab}-{namespace}"
 
 
-def desired_state(lab: spec.Lab, *, sandbox: bool) -> Desired:
+DEFAULT_POD_NETWORK = "10.233.70.{}/32"  # the seed's Calico pod address is the first VM's
+FIRST_POD_HOST = 4
+SOCKETS_PER_PORT = 4  # passt binds TCP and UDP, IPv4 and IPv6, per forwarded port
+FILES_HEADROOM = 512  # what passt needs besides its port sockets
+
+
+def desired_state(
+    lab: spec.Lab,
+    *,
+    sandbox: bool,
+    manifests: Mapping[str, VmManifest] | None = None,
+    open_files: int = 1024,
+) -> Desired:
+    """`open_files` is the hard limit passt will run with, for VMs that forward every port."""
     desired = Desired(lab.metadata.name, sandbox)
     sections = [lab.namespaces]
     if sandbox:
@@ -50,7 +66,59 @@ def desired_state(lab: spec.Lab, *, sandbox: bool) -> Desired:
         for name, namespace in section.items():
             _add_contents(desired, name, namespace)
     _add_implied_veth_ends(desired)
+    if sandbox:
+        for index, (name, manifest) in enumerate(sorted((manifests or {}).items())):
+            vm = sandbox_vm(lab, name, manifest, index, open_files)
+            desired.vms[name] = vm
     return desired
+
+
+def sandbox_vm(
+    lab: spec.Lab, name: str, manifest: VmManifest, index: int, open_files: int
+) -> res.Vm:
+    """A VM as the sandbox's virt-launcher stand-in runs it."""
+    launcher = next(
+        (
+            ns
+            for ns, spec_ns in lab.namespaces.items()
+            if spec_ns.resolve and spec_ns.resolve.vm == name
+        ),
+        f"launcher-{name}",
+    )
+    settings = lab.sandbox.vms.get(name) or spec.SandboxVm()
+    address = settings.address or DEFAULT_POD_NETWORK.format(FIRST_POD_HOST + index)
+    tcp, udp, forwarding = port_specs(manifest.ports, open_files)
+    node = spec.HOST if spec.HOST in lab.namespaces or spec.HOST in lab.sandbox.namespaces else None
+    return res.Vm(
+        name=name,
+        launcher=netns_name(lab.metadata.name, launcher),
+        guest=netns_name(lab.metadata.name, f"vm-{name}"),
+        pod_address=address,
+        gateway=settings.gateway,
+        tcp_ports=tcp,
+        udp_ports=udp,
+        forwarding=forwarding,
+        node=node,
+    )
+
+
+def port_specs(ports: tuple[Port, ...] | None, open_files: int) -> tuple[str, str, str]:
+    """passt's -t and -u specs for the ports of a VM's passt interface, and what they mean.
+
+    An interface without `ports` forwards every port; passt needs a socket per port and family,
+    and `-t all -u all` needs more than the open-files limit allows here, so the range is cut
+    to what the limit allows, and the plan says so.
+    """
+    if ports is None:
+        last = max(1, min(65535, (open_files - FILES_HEADROOM) // SOCKETS_PER_PORT))
+        note = (
+            f"all ports (no ports in the manifest); the open-files limit ({open_files}) allows "
+            f"TCP and UDP 1-{last}"
+        )
+        return f"1-{last}", f"1-{last}", note
+    tcp = ",".join(str(p.port) for p in ports if p.protocol == "TCP") or "none"
+    udp = ",".join(str(p.port) for p in ports if p.protocol == "UDP") or "none"
+    return tcp, udp, f"the manifest's ports: TCP {tcp}, UDP {udp}"
 
 
 def _namespace(desired: Desired, name: str, namespace: spec.Namespace) -> res.Namespace:

@@ -11,6 +11,7 @@ Rules, in the spirit of nmstate and Terraform:
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class _Diff:
 def diff(desired: Desired, state: res.State) -> list[Change]:
     """Every resource the lab touches, with its action (no-ops included), in a stable order."""
     work = _Diff(desired, state)
+    _vms(work)
     _namespaces(work)
     _links(work)
     _addresses(work)
@@ -112,7 +114,40 @@ def diff(desired: Desired, state: res.State) -> list[Change]:
     return sorted(work.changes.values(), key=sort_key)
 
 
-KIND_ORDER = {"netns": 0, "link": 1, "address": 2, "route": 3, "sysctl": 4}
+KIND_ORDER = {"vm": 0, "netns": 1, "link": 2, "address": 3, "route": 4, "sysctl": 5}
+VM_RUNTIME = ("passt", "guest_state")  # what runs, not how the VM is set up
+
+
+def _vms(work: _Diff) -> None:
+    for name, vm in sorted(work.desired.vms.items()):
+        current = work.state.vms.get(name)
+        if current is None:
+            work.add(Change(vm.address, Action.CREATE, None, vm, "not running"))
+            continue
+        setup = tuple(
+            f.name
+            for f in dataclasses.fields(vm)
+            if f.name not in VM_RUNTIME and getattr(vm, f.name) != getattr(current, f.name)
+        )
+        if setup:
+            work.add(
+                Change(
+                    vm.address, Action.REPLACE, current, vm, _describe(setup, vm, current), setup
+                )
+            )
+            continue
+        down = tuple(f for f in VM_RUNTIME if getattr(current, f) != "running")
+        if down:
+            reason = "repair: " + ", ".join(
+                f"{f.replace('_state', '')} is {getattr(current, f)}" for f in down
+            )
+            work.add(Change(vm.address, Action.UPDATE, current, vm, reason, down))
+        else:
+            work.add(Change(vm.address, Action.NOOP, current, vm))
+    for name in sorted(work.state.owned.vms - work.desired.vms.keys()):
+        current = work.state.vms.get(name)
+        if current is not None:
+            work.add(Change(current.address, Action.DELETE, current, None, "no longer in the plan"))
 
 
 def sort_key(change: Change) -> tuple[int, str]:

@@ -8,6 +8,7 @@ import gc
 import hashlib
 import json
 import os
+import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,12 +81,21 @@ def store_for(loaded: LoadedLab, *, sandbox: bool) -> OwnershipStore:
     return OwnershipStore(loaded.name + ("@sandbox" if sandbox else ""))
 
 
+def open_files_limit() -> int:
+    """The hard open-files limit, which passt is started with in the sandbox."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
 def destroy_target(desired: Desired) -> Desired:
-    """What is left wanted when destroying: nothing but the namespaces the lab never creates."""
+    """What is left wanted when destroying: nothing but the namespaces the lab never creates.
+
+    In the sandbox a namespace found through a VM is that VM's pod, which goes with the VM.
+    """
     kept = {
         name: ns
         for name, ns in desired.namespaces.items()
         if ns.role is not res.NamespaceRole.CREATED
+        and not (desired.sandbox and ns.resolve is not None and ns.resolve[0] == "vm")
     }
     return Desired(desired.lab, desired.sandbox, namespaces=kept)
 
@@ -114,10 +124,12 @@ def make_plan(
 def _make_plan(
     loaded: LoadedLab, session: Session, store: OwnershipStore, *, sandbox: bool, destroy: bool
 ) -> Plan:
-    desired = desired_state(loaded.lab, sandbox=sandbox)
+    desired = desired_state(
+        loaded.lab, sandbox=sandbox, manifests=loaded.manifests, open_files=open_files_limit()
+    )
     if destroy:
         desired = destroy_target(desired)
-    state = observe(desired, store.owned, session)
+    state = observe(desired, store.owned, session, store)
     changes = diff(desired, state)
     # Built now: a cycle is an error at plan time, not half-way through apply.
     graph = coalesce(build_graph(changes, desired))
@@ -207,7 +219,7 @@ def _apply_plan(
 
 def verify(plan: Plan, session: Session, store: OwnershipStore) -> list[str]:
     """Re-read the live state and compare every declared attribute, as nmstate does."""
-    state = observe(plan.desired, store.owned, session)
+    state = observe(plan.desired, store.owned, session, store)
     errors = []
     for change in diff(plan.desired, state):
         if change.action is Action.NOOP:

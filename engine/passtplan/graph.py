@@ -19,6 +19,7 @@ from passtplan.diff import Action, Change, route_dev
 from passtplan.errors import PasstplanError
 
 MAKING = {Action.CREATE, Action.UPDATE, Action.REPLACE, Action.NOOP, Action.READ}
+FINDING = {Action.CREATE, Action.READ, Action.REPLACE}
 
 
 class CycleError(PasstplanError):
@@ -30,6 +31,12 @@ class CycleError(PasstplanError):
 def dependencies(resource: res.Resource, desired: Desired) -> Iterator[str]:
     """Addresses of what must exist before `resource` can."""
     if isinstance(resource, res.Namespace):
+        if resource.resolve is not None and resource.resolve[0] == "vm":
+            yield f"vm.{resource.resolve[1]}"  # the launcher pod's namespace is the VM's
+        return
+    if isinstance(resource, res.Vm):
+        if resource.node is not None:
+            yield f"netns.{resource.node}"  # the CNI's host end of the pod's eth0 lives there
         return
     yield f"netns.{resource.namespace}"
     if isinstance(resource, res.Link):
@@ -60,6 +67,7 @@ def build_graph(changes: list[Change], desired: Desired) -> nx.DiGraph:
         for edge in _edges(change, by_address, desired):
             graph.add_edge(*edge)
     _absent_first(graph, changes)
+    _vm_contents_first(graph, changes)
     _gateway_addresses_first(graph, changes)
     if not nx.is_directed_acyclic_graph(graph):
         raise CycleError(_cycle(graph))
@@ -79,8 +87,31 @@ def _edges(
                 continue
             if change.action is Action.DELETE and other.action is Action.DELETE:
                 yield change.address, dep  # dependents go first
-            elif change.action in MAKING and other.action in MAKING | {Action.REPLACE}:
+            elif change.action in MAKING and other.action in MAKING:
                 yield dep, change.address
+            elif change.action is Action.DELETE and other.action in FINDING:
+                yield dep, change.address  # what is removed from a namespace waits for it
+
+
+def _vm_contents_first(graph: nx.DiGraph, changes: list[Change]) -> None:
+    """What the lab removes inside a VM's launcher namespace goes before the VM itself."""
+    vm_of = {
+        c.resource.name: c.resource.resolve[1]
+        for c in changes
+        if isinstance(c.resource, res.Namespace)
+        and c.resource.resolve is not None
+        and c.resource.resolve[0] == "vm"
+    }
+    deleted_vms = {
+        c.address for c in changes if c.address.startswith("vm.") and c.action is Action.DELETE
+    }
+    for change in changes:
+        resource = change.resource
+        namespace = getattr(resource, "namespace", None)
+        if change.action is Action.DELETE and namespace in vm_of:
+            vm = f"vm.{vm_of[namespace]}"
+            if vm in deleted_vms:
+                graph.add_edge(change.address, vm)
 
 
 def _absent_first(graph: nx.DiGraph, changes: list[Change]) -> None:
@@ -89,7 +120,7 @@ def _absent_first(graph: nx.DiGraph, changes: list[Change]) -> None:
     for change in changes:
         if not change.address.startswith("link."):
             continue
-        namespace = change.resource.namespace  # type: ignore[union-attr]
+        namespace = getattr(change.resource, "namespace", "")
         if change.action is Action.DELETE and change.covered_by is None:
             going.setdefault(namespace, []).append(change.address)
         elif change.action in (Action.CREATE, Action.REPLACE):

@@ -111,7 +111,7 @@ def recv_frame(sock: socket.socket) -> bytes:
 def checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     total = (total >> 16) + (total & 0xFFFF)
     total += total >> 16
     return ~total & 0xFFFF
@@ -256,11 +256,22 @@ def banner_service(port: int, text: str) -> None:
     server.listen(16)
     while True:
         client, _ = server.accept()
-        with client:
-            try:
-                client.sendall(text.encode() + b"\r\n")
-            except OSError:
+        threading.Thread(target=greet, args=(client, text), daemon=True).start()
+
+
+def greet(client: socket.socket, text: str) -> None:
+    """As sshd: send the version line, read the client's, then close without a reset (closing
+    with unread data would make the kernel answer with RST)."""
+    with client:
+        client.settimeout(5)
+        try:
+            client.sendall(text.encode() + b"\r\n")
+            client.recv(4096)
+            client.shutdown(socket.SHUT_WR)
+            while client.recv(4096):
                 pass
+        except OSError:
+            pass
 
 
 def main() -> int:
@@ -280,7 +291,9 @@ def main() -> int:
     lease = dhcp(sock, mac_bytes(GUEST_MAC), deadline)
     configure(lease, "eth0", GUEST_MAC)
     args.lease.write_text(json.dumps(asdict(lease)) + "\n")
-    log(f"DHCP lease from passt: {lease.address}/{lease.prefixlen} router {lease.router} mtu {lease.mtu}")
+    log(
+        f"DHCP lease from passt: {lease.address}/{lease.prefixlen} router {lease.router} mtu {lease.mtu}"
+    )
     relay = Relay(tap_fd, args.socket)
     relay.attach(sock)
     for port in args.port:

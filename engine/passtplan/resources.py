@@ -102,7 +102,29 @@ class Sysctl:
         return f"sysctl.{self.namespace}[{self.name}]"
 
 
-Resource = Namespace | Link | Address | Route | Sysctl
+@dataclass(frozen=True)
+class Vm:
+    """A VM of the sandbox: the launcher pod's namespace (with a CNI-like eth0), passt in it,
+    and the guest attached to passt's socket. Observed, `passt` and `guest` say what runs."""
+
+    name: str
+    launcher: str  # netns of the virt-launcher pod
+    guest: str  # netns of the guest
+    pod_address: str  # the CNI's address for the pod, CIDR (/32, Calico style)
+    gateway: str  # the pod's default gateway (Calico: 169.254.1.1)
+    tcp_ports: str  # passt's -t spec
+    udp_ports: str  # passt's -u spec
+    forwarding: str  # what the ports mean, for the plan
+    passt: str = "running"
+    guest_state: str = "running"
+    node: str | None = None  # the lab namespace holding the CNI's host end, if any
+
+    @property
+    def address(self) -> str:
+        return f"vm.{self.name}"
+
+
+Resource = Namespace | Link | Address | Route | Sysctl | Vm
 
 
 def parse_sysctl_address(address: str) -> tuple[str, str]:
@@ -139,6 +161,7 @@ class State:
     or cannot be found before apply."""
 
     namespaces: dict[str, NamespaceState | None] = field(default_factory=dict)
+    vms: dict[str, Vm | None] = field(default_factory=dict)
     owned: Ownership = field(default_factory=lambda: Ownership())  # noqa: PLW0108 (defined below)
 
 
@@ -150,3 +173,4 @@ class Ownership:
     addresses: set[str] = field(default_factory=set)  # resource addresses
     routes: set[str] = field(default_factory=set)
     sysctls: dict[str, str] = field(default_factory=dict)  # sysctl address -> value before
+    vms: set[str] = field(default_factory=set)  # VM names the sandbox runs for the lab

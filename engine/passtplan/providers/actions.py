@@ -20,6 +20,7 @@ from passtplan.providers import kernel, rtnl
 from passtplan.providers.observe import read_sysctls, sysctl_path
 from passtplan.providers.ownership import OwnershipStore
 from passtplan.providers.session import OWN_NAMESPACE, Handle, Session, namespace_file
+from passtplan.providers.vm_local import LocalVmDriver
 
 
 class ApplyError(PasstplanError):
@@ -53,6 +54,27 @@ class Applier:
             ) from None
         except OSError as exc:
             raise ApplyError(change.address, exc.strerror or str(exc)) from None
+
+    # --- sandbox VMs -------------------------------------------------------------------------
+
+    def _vm(self, change: Change) -> str:
+        driver = LocalVmDriver(self.store)
+        if change.action in (Action.DELETE, Action.REPLACE):
+            before = change.before
+            assert isinstance(before, res.Vm)
+            for handle in self.session.handles():
+                if handle.namespace.netns == before.launcher:
+                    self.session.forget(handle.namespace.name)  # an open fd keeps it alive
+            note = driver.delete(before)
+            if change.action is Action.DELETE:
+                return note
+        vm = change.after
+        assert isinstance(vm, res.Vm)
+        if change.action is Action.UPDATE:
+            assert isinstance(change.before, res.Vm)
+            return driver.repair(vm, change.before)
+        node = self.desired.namespaces.get(vm.node) if vm.node else None
+        return driver.create(vm, node.netns if node else None)
 
     # --- namespaces -------------------------------------------------------------------------
 

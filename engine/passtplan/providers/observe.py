@@ -15,7 +15,8 @@ from typing import Literal
 
 from passtplan import resources as res
 from passtplan.desired import Desired, netns_name
-from passtplan.providers import kernel, rtnl
+from passtplan.providers import kernel, rtnl, vm_local
+from passtplan.providers.ownership import OwnershipStore
 from passtplan.providers.session import Handle, Session
 
 RTNH_F_ONLINK = 0x4
@@ -152,8 +153,13 @@ def namespaces_to_observe(desired: Desired, owned: res.Ownership) -> list[res.Na
     return [found[name] for name in sorted(found)]
 
 
-def observe(desired: Desired, owned: res.Ownership, session: Session) -> res.State:
-    """The live state of every namespace the lab names or made."""
+def observe(
+    desired: Desired,
+    owned: res.Ownership,
+    session: Session,
+    store: OwnershipStore | None = None,
+) -> res.State:
+    """The live state of every namespace the lab names or made, and of its sandbox VMs."""
     namespaces = namespaces_to_observe(desired, owned)
     # A namespace the lab made and no longer wants goes whole: its links are read (a veth end
     # may live in a namespace that stays), its addresses and routes go with it unread.
@@ -190,6 +196,8 @@ def observe(desired: Desired, owned: res.Ownership, session: Session) -> res.Sta
             )
         found.sysctls = read_sysctls(handle, wanted_sysctls.get(ns.name, ()))
         state.namespaces[ns.name] = found
+    if desired.sandbox and store is not None:
+        state.vms = vm_local.observe(desired.vms.keys() | owned.vms, store)
     return state
 
 

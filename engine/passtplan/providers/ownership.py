@@ -38,11 +38,12 @@ class OwnershipStore:
             addresses=set(data.get("addresses", [])),
             routes=set(data.get("routes", [])),
             sysctls=dict(data.get("sysctls", {})),
+            vms=set(data.get("vms", [])),
         )
 
     def _save(self) -> None:
         owned = self.owned
-        if not (owned.namespaces or owned.addresses or owned.routes or owned.sysctls):
+        if not (owned.namespaces or owned.addresses or owned.routes or owned.sysctls or owned.vms):
             self.path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # the journal may still be there
                 self.path.parent.rmdir()
@@ -52,6 +53,7 @@ class OwnershipStore:
             "addresses": sorted(owned.addresses),
             "routes": sorted(owned.routes),
             "sysctls": dict(sorted(owned.sysctls.items())),
+            "vms": sorted(owned.vms),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
@@ -66,18 +68,19 @@ class OwnershipStore:
             shutil.rmtree(self.path.parent, ignore_errors=True)
 
     def claim(self, kind: str, address: str) -> None:
-        """Addresses and routes are saved by flush() (thousands per apply); namespaces at once."""
+        """Addresses and routes are saved by flush() (thousands per apply); namespaces and VMs,
+        which outlive a crash as processes and mounts, at once."""
         with self._lock:
             getattr(self.owned, kind).add(address)
             self._dirty = True
-            if kind == "namespaces":
+            if kind in ("namespaces", "vms"):
                 self._save()
 
     def release(self, kind: str, address: str) -> None:
         with self._lock:
             getattr(self.owned, kind).discard(address)
             self._dirty = True
-            if kind == "namespaces":
+            if kind in ("namespaces", "vms"):
                 self._save()
 
     def flush(self) -> None:

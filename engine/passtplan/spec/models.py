@@ -213,10 +213,21 @@ class Vm(Spec):
     )
 
 
+class SandboxVm(Spec):
+    """How the sandbox's virt-launcher stand-in sets up a VM's pod."""
+
+    address: Address | None = Field(
+        default=None,
+        description="The pod's CNI address (Calico style, /32); default 10.233.70.4/32, then .5...",
+    )
+    gateway: IP = Field(default="169.254.1.1", description="The pod's default gateway.")
+
+
 class Sandbox(Spec):
     """The surroundings of the lab, built only with --sandbox."""
 
     namespaces: dict[Name, Namespace] = Field(default_factory=dict)
+    vms: dict[Name, SandboxVm] = Field(default_factory=dict)
 
 
 class Lab(Spec):

@@ -1,0 +1,295 @@
+"""The sandbox's VM driver: it plays virt-launcher for each VM of a lab.
+
+For a VM it makes the launcher pod's network namespace with a CNI-like eth0 (Calico style: the
+pod address as /32, default route via 169.254.1.1 on the link, the host end with proxy ARP in the
+node's namespace), starts the real passt inside it the way virt-launcher does
+(`passt -f -1 -s SOCKET -t PORTS -u PORTS`), and attaches a guest (`passtplan.guest`) to passt's
+socket in a namespace of its own. Processes outlive the command that starts them; what they are
+is recorded in /run/passtplan/LAB@sandbox/vm/NAME/ (state.json, passt.log, guest.log, lease.json).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from passtplan import resources as res
+from passtplan.errors import PasstplanError
+from passtplan.providers import kernel
+from passtplan.providers.ownership import OwnershipStore
+
+NOBODY = 65534  # passt drops to nobody when started as root; its socket directory must be its
+PASST = "passt"
+START_DEADLINE = 30.0
+STOP_DEADLINE = 10.0
+CALICO_HOST_PREFIX = "cali"
+DRIVER_MARK = "passtplan-vm:"  # alias of the driver's own links: never the lab's to diff
+PING_GROUP_RANGE = "0 2147483647"  # passt answers the guest's pings with ICMP echo sockets
+
+
+class VmError(PasstplanError):
+    pass
+
+
+def vm_dir(store: OwnershipStore, name: str) -> Path:
+    return store.path.parent / "vm" / name
+
+
+def _alive(pid: int, marker: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    status = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[-1][:1]
+    return marker in cmdline and status != "Z"
+
+
+def observe(names: set[str], store: OwnershipStore) -> dict[str, res.Vm | None]:
+    """What runs for each VM: None where its launcher namespace is gone (or never was)."""
+    found: dict[str, res.Vm | None] = {}
+    for name in sorted(names):
+        state = vm_dir(store, name) / "state.json"
+        try:
+            record = json.loads(state.read_text())
+        except (OSError, ValueError):
+            found[name] = None
+            continue
+        vm = res.Vm(**record["vm"])
+        if not kernel.exists(vm.launcher):
+            found[name] = None
+            continue
+        passt = "running" if _alive(record.get("passt_pid", 0), PASST) else "not running"
+        guest = (
+            "running" if _alive(record.get("guest_pid", 0), "passtplan.guest") else "not running"
+        )
+        found[name] = dataclasses.replace(vm, passt=passt, guest_state=guest)
+    return found
+
+
+class LocalVmDriver:
+    def __init__(self, store: OwnershipStore) -> None:
+        self.store = store
+
+    # --- create ---------------------------------------------------------------------------
+
+    def create(self, vm: res.Vm, node_netns: str | None) -> str:
+        directory = vm_dir(self.store, vm.name)
+        directory.mkdir(parents=True, exist_ok=True)
+        sockets = directory / "passt"
+        sockets.mkdir(mode=0o700, exist_ok=True)
+        os.chown(sockets, NOBODY, NOBODY)
+        self.store.claim("vms", vm.name)
+        for netns in (vm.launcher, vm.guest):
+            if not kernel.exists(netns):
+                kernel.create(netns)
+        self._pod_network(vm, node_netns)
+        record: dict[str, object] = {"vm": dataclasses.asdict(vm)}
+        self._write(vm, record)
+        record["passt_pid"] = self._start_passt(vm)
+        self._write(vm, record)
+        record["guest_pid"] = self._start_guest(vm)
+        self._write(vm, record)
+        lease = json.loads((directory / "lease.json").read_text())
+        return f"passt running, guest took {lease['address']}/{lease['prefixlen']} from its DHCP"
+
+    def _write(self, vm: res.Vm, record: dict[str, object]) -> None:
+        path = vm_dir(self.store, vm.name) / "state.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        tmp.replace(path)
+
+    def _pod_network(self, vm: res.Vm, node_netns: str | None) -> None:
+        """The CNI's part: eth0 in the pod, Calico style, its host end in the node if any."""
+        from pyroute2 import IPRoute
+
+        launcher_fd = kernel.open_netns(kernel.netns_path(vm.launcher))
+        node_fd = kernel.open_netns(kernel.netns_path(node_netns)) if node_netns else None
+        host_end = f"{CALICO_HOST_PREFIX}{vm.name}"[:15]
+        address, prefixlen = vm.pod_address.split("/")
+        try:
+            sock = kernel.netlink_socket(launcher_fd)
+            with IPRoute(use_socket=sock, groups=0) as ipr:
+                ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+                peer: dict[str, object] = {"ifname": host_end}
+                if node_fd is not None:
+                    peer["net_ns_fd"] = node_fd
+                ipr.link("add", ifname="eth0", kind="veth", peer=peer)
+                (eth0,) = ipr.link_lookup(ifname="eth0")
+                ipr.link("set", index=eth0, state="up", ifalias=f"{DRIVER_MARK}{vm.name}")
+                ipr.addr("add", index=eth0, address=address, prefixlen=int(prefixlen))
+                ipr.route("add", dst=f"{vm.gateway}/32", oif=eth0, scope=253)
+                ipr.route("add", dst="0.0.0.0/0", gateway=vm.gateway, oif=eth0)
+            kernel.run_inside(launcher_fd, _allow_ping_sockets)
+            if node_fd is not None:
+                node_sock = kernel.netlink_socket(node_fd)
+                with IPRoute(use_socket=node_sock, groups=0) as ipr:
+                    (end,) = ipr.link_lookup(ifname=host_end)
+                    ipr.link("set", index=end, state="up", ifalias=f"{DRIVER_MARK}{vm.name}")
+                    ipr.route("add", dst=f"{address}/32", oif=end, scope=253)
+                kernel.run_inside(node_fd, lambda: _proxy_arp(host_end))
+        finally:
+            os.close(launcher_fd)
+            if node_fd is not None:
+                os.close(node_fd)
+
+    def _start_passt(self, vm: res.Vm) -> int:
+        """As virt-launcher starts it: in the pod's namespace, one client, the VM's ports."""
+        directory = vm_dir(self.store, vm.name)
+        socket_path = directory / "passt" / "passt.socket"
+        socket_path.unlink(missing_ok=True)
+        command = [PASST, "-f", "-1", "-s", str(socket_path)]
+        if vm.tcp_ports != "none":
+            command += ["-t", vm.tcp_ports]
+        if vm.udp_ports != "none":
+            command += ["-u", vm.udp_ports]
+        pid = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "passtplan.providers.enter",
+                str(kernel.netns_path(vm.launcher)),
+                "--nofile",
+                "--",
+                *command,
+            ],
+            directory / "passt.log",
+        )
+        self._wait(
+            lambda: socket_path.exists(),
+            pid,
+            f"passt to bind {socket_path}",
+            directory / "passt.log",
+        )
+        return pid
+
+    def _start_guest(self, vm: res.Vm) -> int:
+        directory = vm_dir(self.store, vm.name)
+        lease = directory / "lease.json"
+        lease.unlink(missing_ok=True)
+        ports = [p for p in vm.tcp_ports.split(",") if p.isdigit()] or ["22"]
+        command = [
+            sys.executable,
+            "-m",
+            "passtplan.guest",
+            "--netns",
+            str(kernel.netns_path(vm.guest)),
+            "--socket",
+            str(directory / "passt" / "passt.socket"),
+            "--lease",
+            str(lease),
+            "--name",
+            vm.name,
+            "--timeout",
+            str(START_DEADLINE),
+        ]
+        for port in ports:
+            command += ["--port", port]
+        pid = self._spawn(command, directory / "guest.log")
+        self._wait(lambda: lease.exists(), pid, "the guest's DHCP lease", directory / "guest.log")
+        return pid
+
+    @staticmethod
+    def _spawn(command: list[str], log: Path) -> int:
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives this command, as a VM outlives kubectl
+                close_fds=True,
+            )
+        return process.pid
+
+    @staticmethod
+    def _wait(ready: object, pid: int, what: str, log: Path) -> None:
+        deadline = time.monotonic() + START_DEADLINE
+        while time.monotonic() < deadline:
+            if ready():  # type: ignore[operator]
+                return
+            try:
+                finished, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                finished, status = pid, 0
+            if finished:
+                tail = " | ".join(_useful_lines(log)[-3:])
+                raise VmError(f"waiting for {what}: the process exited ({tail})")
+            time.sleep(0.05)  # polling a process we started, bounded by the deadline
+        raise VmError(f"waiting for {what}: nothing after {START_DEADLINE:.0f} s")
+
+    # --- repair ---------------------------------------------------------------------------
+
+    def repair(self, vm: res.Vm, current: res.Vm) -> str:
+        """Restart what died; passt first, so a surviving guest reconnects to it."""
+        record = json.loads((vm_dir(self.store, vm.name) / "state.json").read_text())
+        done = []
+        if current.passt != "running":
+            record["passt_pid"] = self._start_passt(vm)
+            self._write(vm, record)
+            done.append("restarted passt")
+        if current.guest_state != "running":
+            _stop(record.get("guest_pid", 0), "passtplan.guest")
+            record["guest_pid"] = self._start_guest(vm)
+            self._write(vm, record)
+            done.append("restarted the guest")
+        return ", ".join(done) or "nothing to repair"
+
+    # --- delete ---------------------------------------------------------------------------
+
+    def delete(self, vm: res.Vm) -> str:
+        directory = vm_dir(self.store, vm.name)
+        try:
+            record = json.loads((directory / "state.json").read_text())
+        except (OSError, ValueError):
+            record = {}
+        _stop(record.get("guest_pid", 0), "passtplan.guest")
+        _stop(record.get("passt_pid", 0), PASST)
+        for netns in (vm.guest, vm.launcher):
+            kernel.remove(netns)
+        shutil.rmtree(directory, ignore_errors=True)
+        self.store.release("vms", vm.name)
+        return "stopped passt and the guest, removed the pod's and the guest's namespaces"
+
+
+def _stop(pid: int, marker: str) -> None:
+    if not pid or not _alive(pid, marker):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_DEADLINE
+    while _alive(pid, marker) and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling for a process to end, bounded by the deadline
+    if _alive(pid, marker):
+        os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _allow_ping_sockets() -> None:
+    Path("/proc/sys/net/ipv4/ping_group_range").write_text(PING_GROUP_RANGE + "\n")
+
+
+def _proxy_arp(link: str) -> None:
+    Path(f"/proc/sys/net/ipv4/conf/{link}/proxy_arp").write_text("1\n")
+
+
+def _useful_lines(log: Path) -> list[str]:
+    """A log's lines without passt's complaints that there is no syslog in a namespace."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if line.strip() and "to syslog" not in line]
+
+
+def passt_print(store: OwnershipStore, name: str) -> list[str]:
+    """passt's own start-up print for a VM, as `passt.avx2` shows it in the seed."""
+    return _useful_lines(vm_dir(store, name) / "passt.log")
