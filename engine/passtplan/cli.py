@@ -122,6 +122,14 @@ def destroy(path: PlanFile, sandbox: Sandbox = False, auto_approve: AutoApprove 
 
 
 @app.command()
+def check(path: PlanFile, sandbox: Sandbox = False) -> None:
+    """Run the lab's checks (ping, tcp) and print them as a table."""
+    from passtplan.commands import check as command
+
+    _exit(lambda: command.run(path, sandbox=sandbox))
+
+
+@app.command()
 def show(
     netns: Annotated[
         list[str] | None,

@@ -208,10 +208,26 @@ def configure(lease: Lease, tap: str, mac: str) -> None:
 # --- relay and banner -----------------------------------------------------------------------
 
 
+def announce(router: str | None) -> None:
+    """One echo request to the router, as a VM's stack talks when its link comes back: passt
+    learns the guest's address from the guest's own packets, and a restarted passt has seen
+    none yet."""
+    if router is None:
+        return
+    header = struct.pack("!BBHHH", 8, 0, 0, os.getpid() & 0xFFFF, 1)
+    packet = struct.pack("!BBHHH", 8, 0, checksum(header), os.getpid() & 0xFFFF, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+        try:
+            sock.sendto(packet, (router, 0))
+        except OSError as exc:
+            log(f"could not announce to {router}: {exc}")
+
+
 class Relay:
-    def __init__(self, tap_fd: int, path: Path) -> None:
+    def __init__(self, tap_fd: int, path: Path, router: str | None) -> None:
         self.tap_fd = tap_fd
         self.path = path
+        self.router = router
         self.sock: socket.socket | None = None
         self.lock = threading.Lock()
         self.connected = threading.Event()
@@ -247,6 +263,7 @@ class Relay:
                 sock.close()
                 self.attach(connect(self.path, deadline=float("inf")))
                 log("reconnected to passt")
+                announce(self.router)
 
 
 def banner_service(port: int, text: str) -> None:
@@ -294,7 +311,7 @@ def main() -> int:
     log(
         f"DHCP lease from passt: {lease.address}/{lease.prefixlen} router {lease.router} mtu {lease.mtu}"
     )
-    relay = Relay(tap_fd, args.socket)
+    relay = Relay(tap_fd, args.socket, lease.router)
     relay.attach(sock)
     for port in args.port:
         text = f"SSH-2.0-passtplan_guest {args.name}"

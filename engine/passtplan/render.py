@@ -11,6 +11,7 @@ from collections import Counter
 from passtplan import resources as res
 from passtplan.diff import Action, Change
 from passtplan.engine import FORMAT_VERSION, SAVED_PLAN_KIND, ApplyReport, Plan
+from passtplan.providers.checks import CheckResult
 from passtplan.walk import Status
 
 SYMBOL = {
@@ -146,6 +147,26 @@ def saved_plan(plan: Plan) -> str:
         "changes": [change_json(c) for c in plan.changes],
     }
     return json.dumps(data, indent=2) + "\n"
+
+
+def checks_text(results: list[CheckResult]) -> str:
+    """The checks as a table: check, from, to, result, time, and what was seen."""
+    rows = [("CHECK", "FROM", "TO", "RESULT", "TIME", "DETAIL")]
+    for result in results:
+        took = "-" if result.status == "skipped" else f"{result.seconds * 1000:.0f} ms"
+        check = result.check
+        rows.append((result.kind, check.source, check.target, result.status, took, result.detail))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = [
+        "  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
+        for row in rows
+    ]
+    count = Counter(r.status for r in results)
+    lines.append("")
+    lines.append(
+        f"Checks: {count['pass']} passed, {count['fail']} failed, {count['skipped']} skipped."
+    )
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 def report_text(report: ApplyReport) -> str:

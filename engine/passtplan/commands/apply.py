@@ -6,6 +6,7 @@ import hashlib
 import sys
 from pathlib import Path
 
+from passtplan.commands.check import run_lab_checks
 from passtplan.commands.common import confirm, load
 from passtplan.engine import Plan, apply_plan, make_plan, read_saved_plan, require_root, store_for
 from passtplan.errors import PasstplanError
@@ -25,11 +26,12 @@ def run(path: Path, *, sandbox: bool, auto_approve: bool, destroy: bool = False)
     with Session() as session:
         plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy)
         sys.stdout.write(plan_text(plan))
-        if not plan.pending:
-            return 0
-        verb = "destroy everything this lab made" if destroy else "perform these actions"
-        confirm(f"\nDo you really want to {verb}?", auto_approve=auto_approve)
-        return _execute(plan, session, store)
+        if plan.pending:
+            verb = "destroy everything this lab made" if destroy else "perform these actions"
+            confirm(f"\nDo you really want to {verb}?", auto_approve=auto_approve)
+            if _execute(plan, session, store):
+                return 1
+    return 0 if destroy else run_lab_checks(loaded, sandbox=sandbox)
 
 
 def _run_saved(path: Path, saved: dict[str, object]) -> int:
@@ -50,9 +52,9 @@ def _run_saved(path: Path, saved: dict[str, object]) -> int:
                 "do what it showed; run passtplan plan again"
             )
         sys.stdout.write(plan_text(plan))
-        if not plan.pending:
-            return 0
-        return _execute(plan, session, store)
+        if plan.pending and _execute(plan, session, store):
+            return 1
+    return 0 if destroy else run_lab_checks(loaded, sandbox=sandbox)
 
 
 def _execute(plan: Plan, session: Session, store: OwnershipStore) -> int:
