@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from passtplan.desired import Desired
+from passtplan.guest import checksum
 from passtplan.providers import kernel
 from passtplan.providers.session import namespace_file
 from passtplan.spec.models import VM_PREFIX, Check
@@ -99,15 +100,6 @@ def _probe(check: Check, deadline: float) -> tuple[bool, str]:
 # --- ping --------------------------------------------------------------------------------
 
 
-def _icmp_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
 def ping(target: str, deadline: float) -> tuple[bool, str]:
     """One ICMP echo; (answered, "ttl=N" or why not)."""
     v6 = ":" in target
@@ -118,7 +110,7 @@ def ping(target: str, deadline: float) -> tuple[bool, str]:
     kind = 128 if v6 else 8
     header = struct.pack("!BBHHH", kind, 0, 0, ident, seq)
     if not v6:  # the kernel fills in ICMPv6 checksums
-        header = struct.pack("!BBHHH", kind, 0, _icmp_checksum(header + payload), ident, seq)
+        header = struct.pack("!BBHHH", kind, 0, checksum(header + payload), ident, seq)
     with socket.socket(family, socket.SOCK_RAW, proto) as sock:
         if v6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
@@ -143,9 +135,9 @@ def _echo_replies(
             icmp, ttl = data, _hop_limit(ancillary)
         else:
             icmp, ttl = data[(data[0] & 0x0F) * 4 :], data[8]
-        if len(icmp) >= 8 and icmp[0] == (129 if v6 else 0):
-            if struct.unpack("!HH", icmp[4:8]) == (ident, seq):
-                yield ttl
+        is_reply = len(icmp) >= 8 and icmp[0] == (129 if v6 else 0)
+        if is_reply and struct.unpack("!HH", icmp[4:8]) == (ident, seq):
+            yield ttl
 
 
 def _hop_limit(ancillary: list[tuple[int, int, bytes]]) -> int:

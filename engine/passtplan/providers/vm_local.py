@@ -10,6 +10,7 @@ is recorded in /run/passtplan/LAB@sandbox/vm/NAME/ (state.json, passt.log, guest
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,7 +19,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from pyroute2 import IPRoute
 
 from passtplan import resources as res
 from passtplan.errors import PasstplanError
@@ -107,8 +111,6 @@ class LocalVmDriver:
 
     def _pod_network(self, vm: res.Vm, node_netns: str | None) -> None:
         """The CNI's part: eth0 in the pod, Calico style, its host end in the node if any."""
-        from pyroute2 import IPRoute
-
         launcher_fd = kernel.open_netns(kernel.netns_path(vm.launcher))
         node_fd = kernel.open_netns(kernel.netns_path(node_netns)) if node_netns else None
         host_end = f"{CALICO_HOST_PREFIX}{vm.name}"[:15]
@@ -162,7 +164,7 @@ class LocalVmDriver:
             directory / "passt.log",
         )
         self._wait(
-            lambda: socket_path.exists(),
+            socket_path.exists,
             pid,
             f"passt to bind {socket_path}",
             directory / "passt.log",
@@ -192,7 +194,7 @@ class LocalVmDriver:
         for port in ports:
             command += ["--port", port]
         pid = self._spawn(command, directory / "guest.log")
-        self._wait(lambda: lease.exists(), pid, "the guest's DHCP lease", directory / "guest.log")
+        self._wait(lease.exists, pid, "the guest's DHCP lease", directory / "guest.log")
         return pid
 
     @staticmethod
@@ -209,15 +211,15 @@ class LocalVmDriver:
         return process.pid
 
     @staticmethod
-    def _wait(ready: object, pid: int, what: str, log: Path) -> None:
+    def _wait(ready: Callable[[], bool], pid: int, what: str, log: Path) -> None:
         deadline = time.monotonic() + START_DEADLINE
         while time.monotonic() < deadline:
-            if ready():  # type: ignore[operator]
+            if ready():
                 return
             try:
-                finished, status = os.waitpid(pid, os.WNOHANG)
+                finished, _ = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
-                finished, status = pid, 0
+                finished = pid
             if finished:
                 tail = " | ".join(_useful_lines(log)[-3:])
                 raise VmError(f"waiting for {what}: the process exited ({tail})")
@@ -267,10 +269,8 @@ def _stop(pid: int, marker: str) -> None:
         time.sleep(0.02)  # polling for a process to end, bounded by the deadline
     if _alive(pid, marker):
         os.kill(pid, signal.SIGKILL)
-    try:
+    with contextlib.suppress(ChildProcessError):  # reap it if it was our child
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _allow_ping_sockets() -> None:
