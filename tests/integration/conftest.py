@@ -7,10 +7,12 @@ root namespace is snapshotted before and after the whole run and must not change
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -103,7 +105,22 @@ class Lab:
         return found
 
 
+def stop_processes(prefix: str) -> None:
+    """passt and guest processes of a lab: their command lines carry its unique name."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if prefix in cmdline and ("passt" in cmdline or "passtplan.guest" in cmdline):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
 def cleanup(prefix: str) -> None:
+    stop_processes(prefix)
     for name in kernel.list_netns():
         if name.startswith(prefix):
             ip("netns", "delete", name, check=False)

@@ -65,6 +65,7 @@ def check_lab(lab: Lab) -> list[Finding]:
         *reserved_names(lab),
         *merge_findings,
         *resolve_targets(lab),
+        *sandbox_vms(lab),
         *view_findings(real_view(lab), "on a real node"),
         *view_findings(merged, "with --sandbox"),
         *check_sources(lab),
@@ -147,6 +148,16 @@ def reserved_names(lab: Lab) -> Iterator[Finding]:
             yield Finding(
                 ("sandbox", "namespaces", name, "resolve"),
                 "sandbox namespaces are built from scratch, not looked up; remove resolve",
+                at_key=True,
+            )
+
+
+def sandbox_vms(lab: Lab) -> Iterator[Finding]:
+    for name in lab.sandbox.vms:
+        if name not in lab.vms:
+            yield Finding(
+                ("sandbox", "vms", name),
+                f"VM {name!r} is not declared under vms{_did_you_mean(name, lab.vms)}",
                 at_key=True,
             )
 

@@ -1,0 +1,130 @@
+"""The seed lab on one machine: --sandbox, the local VM driver with real passt, the checks.
+
+One lab per module (it takes a second to build): the tests read it in order, as the seed's
+author did, then repair it and destroy it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from passtplan.providers.ownership import RUN_DIR
+from tests.conftest import PLANS
+from tests.integration.conftest import Lab, cleanup, ip, ip_json, root_snapshot
+
+SEED = PLANS / "passt-macvlan"
+ROOT_SYSCTLS = [
+    "net/ipv4/ip_forward",
+    "net/ipv4/ping_group_range",
+    "net/ipv4/conf/all/proxy_arp",
+    "net/ipv6/conf/all/forwarding",
+]
+
+
+def sysctls() -> dict[str, str]:
+    return {name: (Path("/proc/sys") / name).read_text() for name in ROOT_SYSCTLS}
+
+
+@pytest.fixture(scope="module")
+def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    directory = tmp_path_factory.mktemp("seed")
+    name = f"ps{__import__('secrets').token_hex(3)}"
+    shutil.copy(SEED / "passt-vm.yaml", directory / "passt-vm.yaml")
+    text = (SEED / "lab.yaml").read_text().replace("name: passt-macvlan\n", "name: LABNAME\n", 1)
+    lab = Lab(directory, name).write(text)
+    before = (root_snapshot(), sysctls())
+    try:
+        yield lab
+    finally:
+        cleanup(name)
+        assert (root_snapshot(), sysctls()) == before, "the machine's root namespace changed"
+
+
+@pytest.fixture(scope="module")
+def applied(seed: Lab) -> str:
+    return seed.apply("--sandbox").stdout
+
+
+def test_every_seed_check_passes(applied: str) -> None:
+    assert "Apply complete!" in applied
+    rows = {tuple(line.split()[:4]) for line in applied.splitlines() if line.startswith("  ")}
+    assert ("ping", "office", "10.7.120.202", "pass") in rows
+    assert ("tcp", "office", "10.7.120.202:22", "pass") in rows
+    assert ("ping", "vm/passt-macvlan", "10.64.1.46", "pass") in rows
+    assert "greeting: SSH-2.0-passtplan_guest passt-macvlan" in applied  # the guest answered
+    guest_ping = next(line for line in applied.splitlines() if "vm/passt-macvlan" in line)
+    assert "ttl=255" in guest_ping  # passt answers the guest's ping itself, as in the seed
+    assert "Checks: 3 passed, 0 failed, 0 skipped." in applied
+
+
+def test_the_seed_state_holds(seed: Lab, applied: str) -> None:
+    pod = seed.netns("pod")
+    links = {link["ifname"]: link for link in ip_json("-d", "link", "show", netns=pod)}
+    assert "eth0" not in links  # the CNI's interface is gone
+    macvlan = links["macvlan1"]
+    assert macvlan["linkinfo"]["info_kind"] == "macvlan"
+    assert macvlan["linkinfo"]["info_data"]["mode"] == "vepa"
+    host_links = {
+        link["ifindex"]: link["ifname"]
+        for link in ip_json("link", "show", netns=seed.netns("host"))
+    }
+    assert macvlan["link_netnsid"] is not None
+    assert host_links[macvlan["link_index"]] == "ens192"
+    addresses = ip_json("address", "show", "macvlan1", netns=pod)[0]["addr_info"]
+    assert ("10.7.120.202", 16) in {(a["local"], a["prefixlen"]) for a in addresses}
+    routes = ip_json("route", "show", "default", netns=pod)
+    assert [(r["gateway"], r["dev"]) for r in routes] == [("10.7.0.1", "macvlan1")]
+    guest = ip_json("address", "show", "eth0", netns=seed.netns("vm-passt-macvlan"))[0]
+    assert guest["mtu"] == 65520
+    assert guest["address"] == "52:54:00:12:34:56"
+    v4 = [(a["local"], a["prefixlen"]) for a in guest["addr_info"] if a["family"] == "inet"]
+    assert v4 == [("10.233.70.4", 32)]  # its DHCP lease from before the swap
+    passt_print = (RUN_DIR / f"{seed.name}@sandbox/vm/passt-macvlan/passt.log").read_text()
+    assert re.search(r"Template interface: eth0 \(IPv4\)", passt_print)
+    assert "assign: 10.233.70.4" in passt_print
+    assert "router: 169.254.1.1" in passt_print
+
+
+def test_then_the_plan_is_empty(seed: Lab, applied: str) -> None:
+    seed.converged("--sandbox")
+
+
+def test_killed_passt_is_repaired(seed: Lab, applied: str) -> None:
+    state = json.loads((RUN_DIR / f"{seed.name}@sandbox/vm/passt-macvlan/state.json").read_text())
+    subprocess.run(["kill", str(state["passt_pid"])], check=True)
+    plan = json.loads(seed.plan("--sandbox", "--json").stdout)
+    [change] = [c for c in plan["changes"] if c["actions"] != ["no-op"]]
+    assert change["address"] == "vm.passt-macvlan"
+    assert change["actions"] == ["update"]
+    assert change["reason"] == "repair: passt is not running"
+    repaired = seed.apply("--sandbox").stdout
+    assert "restarted passt" in repaired
+    assert "Checks: 3 passed, 0 failed, 0 skipped." in repaired
+    seed.converged("--sandbox")
+
+
+def test_destroy_leaves_nothing(seed: Lab, applied: str) -> None:
+    seed.destroy("--sandbox")
+    assert seed.leftovers() == []
+    left = subprocess.run(["pgrep", "-af", seed.name], capture_output=True, text=True, check=False)
+    assert left.stdout == ""
+    assert not (RUN_DIR / f"{seed.name}@sandbox").exists()  # sockets, logs and records
+    assert ip("netns", "list").count(seed.name) == 0
+
+
+def test_the_same_file_plans_against_a_real_node(seed: Lab) -> None:
+    """Without --sandbox the sandbox section is ignored and nothing of the machine changes.
+
+    After the destroy: on one machine both modes would name the pod's namespace LAB-pod."""
+    result = seed.plan("--detailed-exitcode", code=2)
+    assert "netns.pod will be read during apply" in result.stdout
+    assert "office" not in result.stdout and "vm.passt-macvlan" not in result.stdout
+    checks = seed.run("check", str(seed.path), code=None)
+    assert "its namespace exists only in the sandbox" in checks.stdout
