@@ -140,11 +140,18 @@ def show(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of YAML.")] = False,
+    lab: Annotated[
+        Path | None,
+        typer.Option(
+            "--lab", help="Show this lab's namespaces, by the lab's names.", metavar="PLAN"
+        ),
+    ] = None,
+    sandbox: Sandbox = False,
 ) -> None:
     """Print the live state of network namespaces in the plan language."""
     from passtplan.commands import show as command
 
-    _exit(lambda: command.run(netns or [], as_json=as_json))
+    _exit(lambda: command.run(netns or [], as_json=as_json, lab=lab, sandbox=sandbox))
 
 
 @app.command()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from passtplan.providers.ownership import RUN_DIR
+from passtplan.spec.yamlsource import read_yaml
 from tests.conftest import PLANS
 from tests.integration.conftest import Lab, cleanup, ip, ip_json, root_snapshot
 
@@ -108,6 +109,19 @@ def test_killed_passt_is_repaired(seed: Lab, applied: str) -> None:
     assert "restarted passt" in repaired
     assert "Checks: 3 passed, 0 failed, 0 skipped." in repaired
     seed.converged("--sandbox")
+
+
+def test_show_writes_the_sandbox_in_the_plan_language(seed: Lab, applied: str) -> None:
+    shown = seed.run("show", "--lab", str(seed.path), "--sandbox").stdout
+    pod = seed.directory / "shown.yaml"
+    pod.write_text(shown)
+    macvlan = read_yaml(pod).data["namespaces"]["pod"]["links"]["macvlan1"]  # type: ignore[index]
+    parent = f"{seed.netns('host')}/ens192"  # the sandbox's host is a namespace like the others
+    assert (macvlan["kind"], macvlan["parent"], macvlan["mode"]) == ("macvlan", parent, "vepa")
+    assert macvlan["addresses"] == ["10.7.120.202/16"]
+    seed.run("validate", str(pod))
+    result = seed.run("plan", str(pod), "--detailed-exitcode")
+    assert "No changes." in result.stdout
 
 
 def test_destroy_leaves_nothing(seed: Lab, applied: str) -> None:

@@ -11,30 +11,36 @@ import io
 import json
 import re
 import sys
+from pathlib import Path
 
 from ruamel.yaml import YAML
 
 from passtplan import resources as res
-from passtplan.desired import Desired
+from passtplan.commands.common import load
+from passtplan.desired import Desired, desired_state
 from passtplan.engine import require_root
 from passtplan.errors import PasstplanError
 from passtplan.providers import kernel
 from passtplan.providers.observe import observe
 from passtplan.providers.session import Session
-from passtplan.spec.models import API_VERSION, HOST
+from passtplan.spec.models import API_VERSION, HOST, Lab
 
 CREATABLE = {"veth", "macvlan", "bridge"}
 
 
-def run(netns: list[str], *, as_json: bool) -> int:
-    require_root("show")
-    names = netns or kernel.list_netns()
-    namespaces = {}
-    for netns_name in names:
-        namespace = _namespace(netns_name)
-        if namespace.name in namespaces:
-            raise PasstplanError(f"--netns {netns_name} is given twice")
-        namespaces[namespace.name] = namespace
+def run(netns: list[str], *, as_json: bool, lab: Path | None = None, sandbox: bool = False) -> int:
+    if lab is not None:
+        loaded = load(lab)
+        require_root("show")
+        namespaces = lab_namespaces(loaded.lab, sandbox=sandbox)
+    else:
+        require_root("show")
+        namespaces = {}
+        for netns_name in netns or kernel.list_netns():
+            namespace = _namespace(netns_name)
+            if namespace.name in namespaces:
+                raise PasstplanError(f"--netns {netns_name} is given twice")
+            namespaces[namespace.name] = namespace
     with Session() as session:
         state = observe(Desired("show", False, namespaces=namespaces), res.Ownership(), session)
     missing = [
@@ -42,12 +48,27 @@ def run(netns: list[str], *, as_json: bool) -> int:
     ]
     if missing:
         raise PasstplanError(f"no such network namespace: {', '.join(missing)} (see ip netns list)")
-    lab = lab_document(state)
+    document = lab_document(state)
     if as_json:
-        sys.stdout.write(json.dumps(lab, indent=2) + "\n")
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
-        sys.stdout.write(to_yaml(lab))
+        sys.stdout.write(to_yaml(document))
     return 0
+
+
+def lab_namespaces(lab: Lab, *, sandbox: bool) -> dict[str, res.Namespace]:
+    """A lab's namespaces under the lab's own names, each found by its path; in the sandbox,
+    `host` is a namespace like the others and is written as its netns name (`host` is reserved
+    for the machine's own)."""
+    found = {}
+    for name, ns in desired_state(lab, sandbox=sandbox).namespaces.items():
+        if ns.netns is None:
+            found[name] = res.Namespace(name, None, res.NamespaceRole.HOST)
+            continue
+        label = ns.netns if name == HOST else name
+        path = ("path", str(kernel.netns_path(ns.netns)))
+        found[label] = res.Namespace(label, ns.netns, res.NamespaceRole.RESOLVED, path)
+    return found
 
 
 def _namespace(netns_name: str) -> res.Namespace:
