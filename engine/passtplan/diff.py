@@ -147,7 +147,7 @@ def _vms(work: _Diff) -> None:
     for name in sorted(work.state.owned.vms - work.desired.vms.keys()):
         current = work.state.vms.get(name)
         if current is not None:
-            work.add(Change(current.address, Action.DELETE, current, None, "no longer in the plan"))
+            _delete(work, current, "no longer in the plan")
 
 
 def sort_key(change: Change) -> tuple[int, str]:
@@ -173,11 +173,7 @@ def _namespaces(work: _Diff) -> None:
         if observed is None:
             continue
         work.dropped_namespaces.add(name)
-        work.add(
-            Change(
-                f"netns.{name}", Action.DELETE, observed.namespace, None, "no longer in the plan"
-            )
-        )
+        _delete(work, observed.namespace, "no longer in the plan")
         _cover_contents(work, observed)
 
 
@@ -186,31 +182,13 @@ def _cover_contents(work: _Diff, observed: res.NamespaceState) -> None:
     by = observed.namespace.address
     for link in observed.links.values():
         if link.name != "lo":
-            work.add(
-                Change(
-                    link.address,
-                    Action.DELETE,
-                    link,
-                    None,
-                    "its namespace is deleted",
-                    covered_by=by,
-                )
-            )
+            _delete(work, link, "its namespace is deleted", covered_by=by)
             work.removed.add((link.namespace, link.name))
             if link.kind == "veth" and link.peer and link.peer[0] not in work.dropped_namespaces:
                 _delete_peer_outside(work, link)
     for address in observed.addresses:
         if address.address in work.state.owned.addresses:
-            work.add(
-                Change(
-                    address.address,
-                    Action.DELETE,
-                    address,
-                    None,
-                    "its namespace is deleted",
-                    covered_by=by,
-                )
-            )
+            _delete(work, address, "its namespace is deleted", covered_by=by)
 
 
 def _delete_peer_outside(work: _Diff, link: res.Link) -> None:
@@ -222,8 +200,17 @@ def _delete_peer_outside(work: _Diff, link: res.Link) -> None:
     other = peer_ns.links.get(link.peer[1]) if peer_ns else None
     if other is not None and other.address not in work.desired.links:
         reason = "its veth peer's namespace is deleted"
-        work.add(Change(other.address, Action.DELETE, other, None, reason))
+        _delete(work, other, reason)
         work.removed.add((other.namespace, other.name))
+
+
+OWNED_REASON = "made by this lab, no longer in the plan"
+
+
+def _delete(
+    work: _Diff, resource: res.Resource, reason: str, *, covered_by: str | None = None
+) -> None:
+    work.add(Change(resource.address, Action.DELETE, resource, None, reason, covered_by=covered_by))
 
 
 def _deferred(work: _Diff, namespace: str) -> bool:
@@ -246,9 +233,7 @@ def _links(work: _Diff) -> None:
         observed_ns = work.observed(ns)
         current = observed_ns.links.get(name) if observed_ns else None
         if current is not None:
-            work.add(
-                Change(current.address, Action.DELETE, current, None, "declared state: absent")
-            )
+            _delete(work, current, "declared state: absent")
             work.removed.add((ns, name))
             _cover_veth_peer(work, current)
         elif _deferred(work, ns):
@@ -272,15 +257,7 @@ def _links(work: _Diff) -> None:
                 and current.address not in desired.links
                 and current.address not in work.changes
             ):
-                work.add(
-                    Change(
-                        current.address,
-                        Action.DELETE,
-                        current,
-                        None,
-                        "made by this lab, no longer in the plan",
-                    )
-                )
+                _delete(work, current, OWNED_REASON)
                 work.removed.add((current.namespace, current.name))
                 _cover_veth_peer(work, current)
 
@@ -293,16 +270,7 @@ def _cover_veth_peer(work: _Diff, link: res.Link) -> None:
     other = peer_ns.links.get(link.peer[1]) if peer_ns else None
     if other is None or other.address in work.desired.links:
         return
-    work.add(
-        Change(
-            other.address,
-            Action.DELETE,
-            other,
-            None,
-            "its veth peer is deleted",
-            covered_by=link.address,
-        )
-    )
+    _delete(work, other, "its veth peer is deleted", covered_by=link.address)
     work.removed.add((other.namespace, other.name))
 
 
@@ -436,19 +404,11 @@ def _addresses(work: _Diff) -> None:
         for address in observed_ns.addresses:
             owned = address.address in work.state.owned.addresses
             if owned and address.address not in work.desired.addresses:
-                gone = (address.namespace, address.link) in work.removed
-                work.add(
-                    Change(
-                        address.address,
-                        Action.DELETE,
-                        address,
-                        None,
-                        "its link is deleted"
-                        if gone
-                        else "made by this lab, no longer in the plan",
-                        covered_by=f"link.{address.namespace}/{address.link}" if gone else None,
-                    )
-                )
+                if (address.namespace, address.link) in work.removed:
+                    link = f"link.{address.namespace}/{address.link}"
+                    _delete(work, address, "its link is deleted", covered_by=link)
+                else:
+                    _delete(work, address, OWNED_REASON)
 
 
 def route_dev(route: res.Route, desired: Desired) -> str | None:
@@ -472,22 +432,17 @@ def _routes(work: _Diff) -> None:
     for route in desired.absent_routes.values():
         current = _observed_route(work, route)
         if current is not None:
-            work.add(
-                Change(current.address, Action.DELETE, current, None, "declared state: absent")
-            )
+            _delete(work, current, "declared state: absent")
     for observed_ns in work.state.namespaces.values():
         if observed_ns is None or observed_ns.namespace.name in work.dropped_namespaces:
             continue
         for current in observed_ns.routes:
             if current.address in work.state.owned.routes and current.address not in desired.routes:
-                gone = current.dev is not None and (current.namespace, current.dev) in work.removed
-                reason = (
-                    "its link is deleted" if gone else "made by this lab, no longer in the plan"
-                )
-                cover = f"link.{current.namespace}/{current.dev}" if gone else None
-                work.add(
-                    Change(current.address, Action.DELETE, current, None, reason, covered_by=cover)
-                )
+                if current.dev is not None and (current.namespace, current.dev) in work.removed:
+                    link = f"link.{current.namespace}/{current.dev}"
+                    _delete(work, current, "its link is deleted", covered_by=link)
+                else:
+                    _delete(work, current, OWNED_REASON)
 
 
 def _observed_route(work: _Diff, route: res.Route) -> res.Route | None:
