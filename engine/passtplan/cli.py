@@ -11,11 +11,14 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from passtplan import __version__
+
+if TYPE_CHECKING:
+    from passtplan.engine import ClusterFlags
 
 app = typer.Typer(
     name="passtplan",
@@ -71,6 +74,25 @@ Sandbox = Annotated[
         "--sandbox", help="Build the lab and its surroundings in network namespaces named LAB-NS."
     ),
 ]
+Kubeconfig = Annotated[
+    str | None,
+    typer.Option(
+        "--kubeconfig",
+        help="The cluster's kubeconfig (default: $KUBECONFIG, ~/.kube/config).",
+        metavar="FILE",
+    ),
+]
+Context = Annotated[str | None, typer.Option("--context", help="The kubeconfig context to use.")]
+Node = Annotated[
+    str | None,
+    typer.Option("--node", help="This node's name in the cluster (default: $NODE_NAME, hostname)."),
+]
+KubeletRoot = Annotated[
+    str, typer.Option("--kubelet-root", help="Where kubelet keeps its pods.", metavar="DIR")
+]
+Wait = Annotated[
+    float, typer.Option("--wait", help="Seconds to wait for a VM to be Running and Ready.")
+]
 AutoApprove = Annotated[
     bool, typer.Option("--auto-approve", help="Do not ask for confirmation before changing.")
 ]
@@ -87,13 +109,23 @@ def plan(
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes.")
     ] = False,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+    node: Node = None,
+    kubelet_root: KubeletRoot = "/var/lib/kubelet",
 ) -> None:
     """Show what apply would change on this machine."""
     from passtplan.commands import plan as command
 
+    flags = _flags(kubeconfig, context, node, kubelet_root, 300.0)
     _exit(
         lambda: command.run(
-            path, sandbox=sandbox, as_json=as_json, out=out, detailed_exitcode=detailed_exitcode
+            path,
+            sandbox=sandbox,
+            as_json=as_json,
+            out=out,
+            detailed_exitcode=detailed_exitcode,
+            flags=flags,
         )
     )
 
@@ -106,19 +138,36 @@ def apply(
     ],
     sandbox: Sandbox = False,
     auto_approve: AutoApprove = False,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+    node: Node = None,
+    kubelet_root: KubeletRoot = "/var/lib/kubelet",
+    wait: Wait = 300.0,
 ) -> None:
     """Make the live state match the lab, in dependency order, then verify it."""
     from passtplan.commands import apply as command
 
-    _exit(lambda: command.run(path, sandbox=sandbox, auto_approve=auto_approve))
+    flags = _flags(kubeconfig, context, node, kubelet_root, wait)
+    _exit(lambda: command.run(path, sandbox=sandbox, auto_approve=auto_approve, flags=flags))
 
 
 @app.command()
-def destroy(path: PlanFile, sandbox: Sandbox = False, auto_approve: AutoApprove = False) -> None:
+def destroy(
+    path: PlanFile,
+    sandbox: Sandbox = False,
+    auto_approve: AutoApprove = False,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+) -> None:
     """Remove everything the lab made, in reverse dependency order."""
     from passtplan.commands import apply as command
 
-    _exit(lambda: command.run(path, sandbox=sandbox, auto_approve=auto_approve, destroy=True))
+    flags = _flags(kubeconfig, context, None, "/var/lib/kubelet", 300.0)
+    _exit(
+        lambda: command.run(
+            path, sandbox=sandbox, auto_approve=auto_approve, destroy=True, flags=flags
+        )
+    )
 
 
 @app.command()
@@ -166,6 +215,14 @@ def graph(
     from passtplan.commands import graph as command
 
     _exit(lambda: command.run(path, sandbox=sandbox, fmt=fmt.value))
+
+
+def _flags(
+    kubeconfig: str | None, context: str | None, node: str | None, kubelet_root: str, wait: float
+) -> ClusterFlags:
+    from passtplan.engine import ClusterFlags
+
+    return ClusterFlags(kubeconfig, context, node, kubelet_root, wait)
 
 
 def _exit(run: Callable[[], int]) -> None:

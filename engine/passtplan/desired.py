@@ -28,7 +28,7 @@ class Desired:
     routes: dict[str, res.Route] = field(default_factory=dict)
     absent_routes: dict[str, res.Route] = field(default_factory=dict)
     sysctls: dict[str, res.Sysctl] = field(default_factory=dict)
-    vms: dict[str, res.Vm] = field(default_factory=dict)  # the sandbox's VMs
+    vms: dict[str, res.Vm | res.ClusterVm] = field(default_factory=dict)
 
     @property
     def owner(self) -> str:
@@ -66,10 +66,13 @@ def desired_state(
         for name, namespace in section.items():
             _add_contents(desired, name, namespace)
     _add_implied_veth_ends(desired)
-    if sandbox:
-        for index, (name, manifest) in enumerate(sorted((manifests or {}).items())):
-            vm = sandbox_vm(lab, name, manifest, index, open_files)
-            desired.vms[name] = vm
+    for index, (name, manifest) in enumerate(sorted((manifests or {}).items())):
+        if sandbox:
+            desired.vms[name] = sandbox_vm(lab, name, manifest, index, open_files)
+        else:
+            desired.vms[name] = res.ClusterVm(
+                name, manifest.namespace, manifest.passt_form, owner=desired.lab
+            )
     return desired
 
 

@@ -124,6 +124,10 @@ def _vms(work: _Diff) -> None:
         if current is None:
             work.add(Change(vm.address, Action.CREATE, None, vm, "not running"))
             continue
+        if isinstance(vm, res.ClusterVm):
+            assert isinstance(current, res.ClusterVm)
+            work.add(_cluster_vm_change(vm, current))
+            continue
         setup = tuple(
             f.name
             for f in dataclasses.fields(vm)
@@ -144,6 +148,10 @@ def _vms(work: _Diff) -> None:
             work.add(Change(vm.address, Action.UPDATE, current, vm, reason, down))
         else:
             work.add(Change(vm.address, Action.NOOP, current, vm))
+    for name, current in sorted(work.state.vms.items()):
+        made = isinstance(current, res.ClusterVm) and current.owner == work.desired.lab
+        if made and name not in work.desired.vms:
+            _delete(work, current, "made by this lab, no longer in the plan")  # type: ignore[arg-type]
     for name in sorted(work.state.owned.vms - work.desired.vms.keys()):
         current = work.state.vms.get(name)
         if current is not None:
@@ -211,6 +219,16 @@ def _delete(
     work: _Diff, resource: res.Resource, reason: str, *, covered_by: str | None = None
 ) -> None:
     work.add(Change(resource.address, Action.DELETE, resource, None, reason, covered_by=covered_by))
+
+
+def _cluster_vm_change(vm: res.ClusterVm, current: res.ClusterVm) -> Change:
+    if current.drift:
+        reason = "the live VM differs in " + ", ".join(current.drift)
+        return Change(vm.address, Action.UPDATE, current, vm, reason, ("drift",))
+    if current.phase != "Running":
+        reason = f"its VMI is {current.phase}: wait until Running and Ready"
+        return Change(vm.address, Action.UPDATE, current, vm, reason, ("phase",))
+    return Change(vm.address, Action.NOOP, current, vm)
 
 
 def _deferred(work: _Diff, namespace: str) -> bool:

@@ -22,10 +22,19 @@ from passtplan.desired import Desired, desired_state
 from passtplan.diff import Action, Change, diff
 from passtplan.errors import PasstplanError
 from passtplan.graph import build_graph, coalesce
+from passtplan.kubevirt import Install, passt_form_error
 from passtplan.providers.actions import Applier
 from passtplan.providers.observe import observe
 from passtplan.providers.ownership import OwnershipStore
+from passtplan.providers.resolve import NodePaths
 from passtplan.providers.session import Session
+from passtplan.providers.vm_kubevirt import (
+    Cluster,
+    ClusterContext,
+    ClusterOptions,
+    observe_vms,
+    this_node,
+)
 from passtplan.spec.loader import LoadedLab
 from passtplan.walk import Outcome, Status, walk
 
@@ -114,22 +123,85 @@ def long_lived_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
+@dataclass(frozen=True)
+class ClusterFlags:
+    """How to reach the cluster and who this node is, for labs with VMs on a real node."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    node: str | None = None
+    kubelet_root: str = "/var/lib/kubelet"
+    wait: float = 300.0
+
+
+def cluster_context(
+    loaded: LoadedLab, *, sandbox: bool, flags: ClusterFlags | None
+) -> ClusterContext | None:
+    """A connection to the cluster, for labs with VMs outside the sandbox; None otherwise."""
+    if sandbox or not loaded.lab.vms:
+        return None
+    flags = flags or ClusterFlags()
+    options = ClusterOptions(flags.kubeconfig, flags.context, flags.wait)
+    return ClusterContext(
+        cluster=Cluster(options),
+        manifests={name: m.body for name, m in loaded.manifests.items()},
+        lab_vms={name: vm.namespace for name, vm in loaded.lab.vms.items()},
+        node=flags.node or this_node(),
+        paths=NodePaths(kubelet=Path(flags.kubelet_root)),
+    )
+
+
 def make_plan(
-    loaded: LoadedLab, session: Session, store: OwnershipStore, *, sandbox: bool, destroy: bool
+    loaded: LoadedLab,
+    session: Session,
+    store: OwnershipStore,
+    *,
+    sandbox: bool,
+    destroy: bool,
+    cluster: ClusterContext | None = None,
 ) -> Plan:
     with long_lived_heap():
-        return _make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy)
+        return _make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
+
+
+def check_passt_forms(loaded: LoadedLab, install: Install) -> None:
+    """Version-aware validation: a manifest whose passt form the cluster rejects is an error."""
+    errors = [
+        f"{loaded.path}: vms.{name}: {error}"
+        for name, manifest in sorted(loaded.manifests.items())
+        if (error := passt_form_error(manifest.passt_form, install))
+    ]
+    if errors:
+        raise PasstplanError("\n".join(errors))
+
+
+def _observe(
+    desired: Desired, session: Session, store: OwnershipStore, cluster: ClusterContext | None
+) -> res.State:
+    state = observe(desired, store.owned, session, store)
+    if cluster is not None:
+        wanted = {n: v for n, v in desired.vms.items() if isinstance(v, res.ClusterVm)}
+        state.vms.update(observe_vms(cluster.cluster, wanted, cluster.manifests, desired.lab))
+    return state
 
 
 def _make_plan(
-    loaded: LoadedLab, session: Session, store: OwnershipStore, *, sandbox: bool, destroy: bool
+    loaded: LoadedLab,
+    session: Session,
+    store: OwnershipStore,
+    *,
+    sandbox: bool,
+    destroy: bool,
+    cluster: ClusterContext | None,
 ) -> Plan:
     desired = desired_state(
         loaded.lab, sandbox=sandbox, manifests=loaded.manifests, open_files=open_files_limit()
     )
     if destroy:
         desired = destroy_target(desired)
-    state = observe(desired, store.owned, session, store)
+    elif cluster is not None:
+        check_passt_forms(loaded, cluster.cluster.install())
+    state = _observe(desired, session, store, cluster)
     changes = diff(desired, state)
     # Built now: a cycle is an error at plan time, not half-way through apply.
     graph = coalesce(build_graph(changes, desired))
@@ -159,18 +231,28 @@ def fingerprint(state: res.State) -> str:
 
 
 def apply_plan(
-    plan: Plan, session: Session, store: OwnershipStore, *, workers: int = 4
+    plan: Plan,
+    session: Session,
+    store: OwnershipStore,
+    *,
+    workers: int = 4,
+    cluster: ClusterContext | None = None,
 ) -> ApplyReport:
     with long_lived_heap():
-        return _apply_plan(plan, session, store, workers=workers)
+        return _apply_plan(plan, session, store, workers=workers, cluster=cluster)
 
 
 def _apply_plan(
-    plan: Plan, session: Session, store: OwnershipStore, *, workers: int
+    plan: Plan,
+    session: Session,
+    store: OwnershipStore,
+    *,
+    workers: int,
+    cluster: ClusterContext | None,
 ) -> ApplyReport:
     started = time.perf_counter()
     graph = plan.graph
-    applier = Applier(session, plan.desired, store)
+    applier = Applier(session, plan.desired, store, cluster)
     members: dict[str, Outcome] = {}
 
     def visit(node: str) -> str:
@@ -211,15 +293,17 @@ def _apply_plan(
     write_journal(store, results)
     verify_errors: list[str] = []
     if all(o.status is Status.DONE for _, o in results):
-        verify_errors = verify(plan, session, store)
+        verify_errors = verify(plan, session, store, cluster)
         if plan.destroy and not verify_errors:
             store.forget_all()  # nothing of the lab is left: neither record nor journal
     return ApplyReport(plan, results, verify_errors, time.perf_counter() - started, walked)
 
 
-def verify(plan: Plan, session: Session, store: OwnershipStore) -> list[str]:
+def verify(
+    plan: Plan, session: Session, store: OwnershipStore, cluster: ClusterContext | None = None
+) -> list[str]:
     """Re-read the live state and compare every declared attribute, as nmstate does."""
-    state = observe(plan.desired, store.owned, session, store)
+    state = _observe(plan.desired, session, store, cluster)
     errors = []
     for change in diff(plan.desired, state):
         if change.action is Action.NOOP:

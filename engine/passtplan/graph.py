@@ -34,6 +34,8 @@ def dependencies(resource: res.Resource, desired: Desired) -> Iterator[str]:
         if resource.resolve is not None and resource.resolve[0] == "vm":
             yield f"vm.{resource.resolve[1]}"  # the launcher pod's namespace is the VM's
         return
+    if isinstance(resource, res.ClusterVm):
+        return
     if isinstance(resource, res.Vm):
         if resource.node is not None:
             yield f"netns.{resource.node}"  # the CNI's host end of the pod's eth0 lives there

@@ -124,7 +124,26 @@ class Vm:
         return f"vm.{self.name}"
 
 
-Resource = Namespace | Link | Address | Route | Sysctl | Vm
+@dataclass(frozen=True)
+class ClusterVm:
+    """A KubeVirt VirtualMachine on a real cluster. Observed, phase/node/ip come from its VMI,
+    and drift lists the fields the manifest sets that the live object does not match."""
+
+    name: str
+    kube_namespace: str
+    passt_form: str
+    phase: str = "Running"
+    node: str | None = None
+    ip: str | None = None
+    drift: tuple[str, ...] = ()
+    owner: str | None = None  # the lab label on the live VM
+
+    @property
+    def address(self) -> str:
+        return f"vm.{self.name}"
+
+
+Resource = Namespace | Link | Address | Route | Sysctl | Vm | ClusterVm
 
 
 def parse_sysctl_address(address: str) -> tuple[str, str]:
@@ -161,7 +180,7 @@ class State:
     or cannot be found before apply."""
 
     namespaces: dict[str, NamespaceState | None] = field(default_factory=dict)
-    vms: dict[str, Vm | None] = field(default_factory=dict)
+    vms: dict[str, Vm | ClusterVm | None] = field(default_factory=dict)
     owned: Ownership = field(default_factory=lambda: Ownership())  # noqa: PLW0108 (defined below)
 
 

@@ -19,6 +19,7 @@ from passtplan.providers.ownership import RUN_DIR
 from passtplan.spec.yamlsource import read_yaml
 from tests.conftest import PLANS
 from tests.integration.conftest import Lab, cleanup, ip, ip_json, root_snapshot
+from tests.kube.fake_apiserver import FakeCluster
 
 SEED = PLANS / "passt-macvlan"
 ROOT_SYSCTLS = [
@@ -134,11 +135,16 @@ def test_destroy_leaves_nothing(seed: Lab, applied: str) -> None:
 
 
 def test_the_same_file_plans_against_a_real_node(seed: Lab) -> None:
-    """Without --sandbox the sandbox section is ignored and nothing of the machine changes.
+    """Without --sandbox the sandbox section is ignored and nothing of the machine changes: the
+    VM is the cluster's (here the fake API server), the pod's namespace is found at apply time.
 
     After the destroy: on one machine both modes would name the pod's namespace LAB-pod."""
-    result = seed.plan("--detailed-exitcode", code=2)
+    with FakeCluster() as cluster:
+        kubeconfig = seed.directory / "kubeconfig"
+        kubeconfig.write_text(json.dumps(cluster.kubeconfig()))
+        result = seed.plan("--detailed-exitcode", "--kubeconfig", str(kubeconfig), code=2)
+    assert "vm.passt-macvlan will be created" in result.stdout
     assert "netns.pod will be read during apply" in result.stdout
-    assert "office" not in result.stdout and "vm.passt-macvlan" not in result.stdout
+    assert "office" not in result.stdout
     checks = seed.run("check", str(seed.path), code=None)
     assert "its namespace exists only in the sandbox" in checks.stdout

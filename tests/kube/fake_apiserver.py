@@ -329,7 +329,9 @@ class FakeCluster:
             request._send(403, status(403, "Forbidden", message))
             return
         with self.store.lock:
-            code, body = self._serve(request, method, plural, namespace, name, query)
+            code, body = self._serve(
+                request, method=method, plural=plural, namespace=namespace, name=name, query=query
+            )
         request._send(code, body)
 
     def _discovery(self, parts: list[str]) -> Obj | None:
@@ -370,6 +372,7 @@ class FakeCluster:
     def _serve(
         self,
         request: Any,
+        *,
         method: str,
         plural: str,
         namespace: str | None,

@@ -8,33 +8,51 @@ from pathlib import Path
 
 from passtplan.commands.check import run_lab_checks
 from passtplan.commands.common import confirm, load
-from passtplan.engine import Plan, apply_plan, make_plan, read_saved_plan, require_root, store_for
+from passtplan.engine import (
+    ClusterFlags,
+    Plan,
+    apply_plan,
+    cluster_context,
+    make_plan,
+    read_saved_plan,
+    require_root,
+    store_for,
+)
 from passtplan.errors import PasstplanError
 from passtplan.providers.ownership import OwnershipStore
 from passtplan.providers.session import Session
+from passtplan.providers.vm_kubevirt import ClusterContext
 from passtplan.render import plan_text, report_text
 
 
-def run(path: Path, *, sandbox: bool, auto_approve: bool, destroy: bool = False) -> int:
+def run(
+    path: Path,
+    *,
+    sandbox: bool,
+    auto_approve: bool,
+    destroy: bool = False,
+    flags: ClusterFlags | None = None,
+) -> int:
     saved = read_saved_plan(path)
     if saved is not None:
-        return _run_saved(path, saved)
+        return _run_saved(path, saved, flags)
     loaded = load(path)
     command = "destroy" if destroy else "apply"
     require_root(command)
     store = store_for(loaded, sandbox=sandbox)
+    cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
     with Session() as session:
-        plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy)
+        plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
         sys.stdout.write(plan_text(plan))
         if plan.pending:
             verb = "destroy everything this lab made" if destroy else "perform these actions"
             confirm(f"\nDo you really want to {verb}?", auto_approve=auto_approve)
-            if _execute(plan, session, store):
+            if _execute(plan, session, store, cluster):
                 return 1
     return 0 if destroy else run_lab_checks(loaded, sandbox=sandbox)
 
 
-def _run_saved(path: Path, saved: dict[str, object]) -> int:
+def _run_saved(path: Path, saved: dict[str, object], flags: ClusterFlags | None) -> int:
     lab_path = Path(str(saved["lab"]))
     if not lab_path.is_file():
         raise PasstplanError(f"{path}: the lab it was made from, {lab_path}, is gone")
@@ -44,20 +62,23 @@ def _run_saved(path: Path, saved: dict[str, object]) -> int:
     require_root("apply")
     sandbox, destroy = bool(saved["sandbox"]), bool(saved["destroy"])
     store = store_for(loaded, sandbox=sandbox)
+    cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
     with Session() as session:
-        plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy)
+        plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
         if plan.fingerprint != saved["fingerprint"]:
             raise PasstplanError(
                 f"{path}: the live state changed since the plan was saved, so it may no longer "
                 "do what it showed; run passtplan plan again"
             )
         sys.stdout.write(plan_text(plan))
-        if plan.pending and _execute(plan, session, store):
+        if plan.pending and _execute(plan, session, store, cluster):
             return 1
     return 0 if destroy else run_lab_checks(loaded, sandbox=sandbox)
 
 
-def _execute(plan: Plan, session: Session, store: OwnershipStore) -> int:
-    report = apply_plan(plan, session, store)
+def _execute(
+    plan: Plan, session: Session, store: OwnershipStore, cluster: ClusterContext | None
+) -> int:
+    report = apply_plan(plan, session, store, cluster=cluster)
     sys.stdout.write("\n" + report_text(report))
     return 0 if report.ok else 1

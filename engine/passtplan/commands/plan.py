@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from passtplan.commands.common import load
-from passtplan.engine import make_plan, require_root, store_for
+from passtplan.engine import ClusterFlags, cluster_context, make_plan, require_root, store_for
 from passtplan.providers.session import Session
 from passtplan.render import plan_json, plan_text, saved_plan
 
@@ -21,13 +21,14 @@ def run(
     out: Path | None,
     detailed_exitcode: bool,
     destroy: bool = False,
+    flags: ClusterFlags | None = None,
 ) -> int:
     loaded = load(path)
     require_root("plan")
+    cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
+    store = store_for(loaded, sandbox=sandbox)
     with Session() as session:
-        plan = make_plan(
-            loaded, session, store_for(loaded, sandbox=sandbox), sandbox=sandbox, destroy=destroy
-        )
+        plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
     sys.stdout.write(plan_json(plan) if as_json else plan_text(plan))
     if out is not None:
         out.write_text(saved_plan(plan))

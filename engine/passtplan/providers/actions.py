@@ -19,7 +19,9 @@ from passtplan.errors import PasstplanError
 from passtplan.providers import kernel, rtnl
 from passtplan.providers.observe import read_sysctls, sysctl_path
 from passtplan.providers.ownership import OwnershipStore
+from passtplan.providers.resolve import attach, find_pod_netns
 from passtplan.providers.session import OWN_NAMESPACE, Handle, Session, namespace_file
+from passtplan.providers.vm_kubevirt import ClusterContext, vmi_address
 from passtplan.providers.vm_local import LocalVmDriver
 
 
@@ -32,10 +34,17 @@ class ApplyError(PasstplanError):
 class Applier:
     """Applies changes through one session; the apply walker calls it from worker threads."""
 
-    def __init__(self, session: Session, desired: Desired, store: OwnershipStore) -> None:
+    def __init__(
+        self,
+        session: Session,
+        desired: Desired,
+        store: OwnershipStore,
+        cluster: ClusterContext | None = None,
+    ) -> None:
         self.session = session
         self.desired = desired
         self.store = store
+        self.cluster = cluster
         self._indexes: dict[tuple[str, str], int] = {}
 
     def __call__(self, change: Change) -> str:
@@ -58,6 +67,8 @@ class Applier:
     # --- sandbox VMs -------------------------------------------------------------------------
 
     def _vm(self, change: Change) -> str:
+        if isinstance(change.resource, res.ClusterVm):
+            return self._cluster_vm(change)
         driver = LocalVmDriver(self.store)
         if change.action in (Action.DELETE, Action.REPLACE):
             before = change.before
@@ -75,6 +86,42 @@ class Applier:
             return driver.repair(vm, change.before)
         node = self.desired.namespaces.get(vm.node) if vm.node else None
         return driver.create(vm, node.netns if node else None)
+
+    def _cluster_vm(self, change: Change) -> str:
+        if self.cluster is None:
+            raise ApplyError(change.address, "a VM on a cluster needs a connection to it")
+        vm = change.resource
+        assert isinstance(vm, res.ClusterVm)
+        cluster = self.cluster.cluster
+        if change.action is Action.DELETE:
+            cluster.delete_vm(vm.kube_namespace, vm.name)
+            return f"deleted VirtualMachine {vm.kube_namespace}/{vm.name}"
+        cluster.apply_vm(vm.kube_namespace, self.cluster.manifests[vm.name], self.desired.lab)
+        vmi = cluster.wait_ready(
+            vm.kube_namespace,
+            vm.name,
+            lambda text: print(f"  {change.address}: {text}", flush=True),
+        )
+        node = vmi.get("status", {}).get("nodeName")
+        return f"applied; Running and Ready on {node}, IP {vmi_address(vmi)}"
+
+    def _find_on_node(self, ns: res.Namespace) -> str:
+        """A namespace of a pod: ask the cluster for the pod, find it on this node, attach it."""
+        assert ns.resolve is not None and ns.netns is not None
+        if self.cluster is None:
+            raise ApplyError(ns.address, f"resolve: {{{ns.resolve[0]}: ...}} needs a cluster")
+        pod = self.cluster.pod_of(ns.resolve)
+        if pod.node is not None and pod.node != self.cluster.node:
+            raise ApplyError(
+                ns.address,
+                f"pod {pod.namespace}/{pod.name} runs on node {pod.node}, not on this node "
+                f"({self.cluster.node}): run passtplan on {pod.node}",
+            )
+        found = find_pod_netns(pod, self.cluster.paths)
+        attach(ns.netns, found.path)
+        return (
+            f"found pod {pod.namespace}/{pod.name} by its {found.strategy}; attached as {ns.netns}"
+        )
 
     # --- namespaces -------------------------------------------------------------------------
 
@@ -96,10 +143,13 @@ class Applier:
             self.store.release_namespace(ns.name)
             return f"deleted netns {ns.netns}"
         if change.action is Action.READ:
+            note = "found"
+            if namespace_file(ns) is None and ns.resolve and ns.resolve[0] in ("vm", "pod"):
+                note = self._find_on_node(ns)
             if namespace_file(ns) is None or self.session.open(ns) is None:
                 how = ":".join(ns.resolve or ())
                 raise ApplyError(change.address, f"cannot find the namespace ({how})")
-            return "found"
+            return note
         raise ApplyError(change.address, f"cannot {change.action} a namespace")
 
     def _handle(self, namespace: str) -> Handle:

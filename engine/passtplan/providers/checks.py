@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from passtplan import resources as res
 from passtplan.desired import Desired
 from passtplan.guest import checksum
 from passtplan.providers import kernel
@@ -69,7 +70,7 @@ def _source_file(source: str, desired: Desired) -> Path | str:
     """The namespace file a check runs in, or why it cannot run here."""
     if source.startswith(VM_PREFIX):
         vm = desired.vms.get(source.removeprefix(VM_PREFIX))
-        if vm is None:
+        if not isinstance(vm, res.Vm):
             return "runs inside the VM's guest: with --sandbox only"
         path = kernel.netns_path(vm.guest)
         return path if path.exists() else f"the guest of {vm.name} is not running"

@@ -197,7 +197,7 @@ def observe(
         found.sysctls = read_sysctls(handle, wanted_sysctls.get(ns.name, ()))
         state.namespaces[ns.name] = found
     if desired.sandbox and store is not None:
-        state.vms = vm_local.observe(desired.vms.keys() | owned.vms, store)
+        state.vms.update(vm_local.observe(desired.vms.keys() | owned.vms, store))
     return state
 
 
