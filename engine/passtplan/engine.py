@@ -23,6 +23,7 @@ from passtplan.diff import Action, Change, diff
 from passtplan.errors import PasstplanError
 from passtplan.graph import build_graph, coalesce
 from passtplan.kubevirt import Install, passt_form_error
+from passtplan.providers import kernel
 from passtplan.providers.actions import Applier
 from passtplan.providers.observe import observe
 from passtplan.providers.ownership import OwnershipStore
@@ -295,6 +296,7 @@ def _apply_plan(
     if all(o.status is Status.DONE for _, o in results):
         verify_errors = verify(plan, session, store, cluster)
         if plan.destroy and not verify_errors:
+            detach_found_namespaces(plan.desired, session)
             store.forget_all()  # nothing of the lab is left: neither record nor journal
     return ApplyReport(plan, results, verify_errors, time.perf_counter() - started, walked)
 
@@ -322,6 +324,15 @@ def verify(
                 f"{change.address}: still to {change.action} after apply ({change.reason})"
             )
     return errors
+
+
+def detach_found_namespaces(desired: Desired, session: Session) -> None:
+    """The names apply gave pods' namespaces (LAB-N) are the lab's: they go with it. The pods'
+    namespaces themselves are Kubernetes' and stay until their pods go."""
+    for ns in desired.namespaces.values():
+        if ns.resolve is not None and ns.resolve[0] in ("vm", "pod") and ns.netns:
+            session.forget(ns.name)
+            kernel.remove(ns.netns)
 
 
 def _nothing_to_do(change: Change) -> bool:

@@ -50,13 +50,28 @@ def summary(changes: list[Change]) -> str:
     return f"Plan: {add} to add, {change} to change, {destroy} to destroy."
 
 
+def cluster_vms_text(plan: Plan) -> str:
+    """The cluster's VMs as they are now: their VMI's phase, node and IP."""
+    lines = []
+    for change in plan.changes:
+        vm = change.before
+        if isinstance(vm, res.ClusterVm):
+            where = f" on {vm.node}" if vm.node else ""
+            address = f", IP {vm.ip}" if vm.ip else ""
+            lines.append(
+                f"  {vm.address}: {vm.kube_namespace}/{vm.name} {vm.phase}{where}{address}"
+            )
+    return "VMs on the cluster:\n" + "\n".join(lines) + "\n\n" if lines else ""
+
+
 def plan_text(plan: Plan) -> str:
     pending = plan.pending
     if not pending:
-        return "No changes. The live state matches the plan.\n"
+        return cluster_vms_text(plan) + "No changes. The live state matches the plan.\n"
     mode = " (sandbox)" if plan.desired.sandbox else ""
     lines = [
-        f"passtplan will perform the following actions on lab {plan.desired.lab}{mode}:",
+        cluster_vms_text(plan)
+        + f"passtplan will perform the following actions on lab {plan.desired.lab}{mode}:",
         "",
     ]
     for change in pending:
