@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
+from typing import Any
 
 from passtplan import resources as res
 from passtplan.desired import Desired
@@ -169,7 +170,7 @@ def _namespaces(work: _Diff) -> None:
             work.add(Change(ns.address, Action.NOOP, observed.namespace, ns))
         elif ns.role is res.NamespaceRole.CREATED:
             work.add(Change(ns.address, Action.CREATE, None, ns, "not present"))
-        elif ns.role is res.NamespaceRole.RESOLVED:
+        elif ns.role is res.NamespaceRole.RESOLVED and ns.name in _namespaces_in_use(work.desired):
             how = ":".join(ns.resolve or ())
             work.add(
                 Change(
@@ -183,6 +184,19 @@ def _namespaces(work: _Diff) -> None:
         work.dropped_namespaces.add(name)
         _delete(work, observed.namespace, "no longer in the plan")
         _cover_contents(work, observed)
+
+
+def _namespaces_in_use(desired: Desired) -> set[str]:
+    """Namespaces something is planned in: only those must be found at apply time."""
+    groups: list[Iterable[Any]] = [
+        desired.links.values(),
+        desired.addresses.values(),
+        desired.routes.values(),
+        desired.absent_routes.values(),
+        desired.sysctls.values(),
+    ]
+    used = {resource.namespace for group in groups for resource in group}
+    return used | {ns for ns, _ in desired.absent_links}
 
 
 def _cover_contents(work: _Diff, observed: res.NamespaceState) -> None:

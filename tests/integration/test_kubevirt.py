@@ -221,3 +221,45 @@ def test_passt_core_binding_against_kubevirt_1_5(
         f"error: {lab.path}: vms.vm1: KubeVirt v1.5.0 rejects the core `passt: {{}}` binding "
         "(removed in v1.3): use binding: {name: passt}"
     )
+
+
+def test_context_selects_the_cluster(make_lab: Callable[[str], Lab], node: Node) -> None:
+    cluster = start(node)
+    try:
+        lab = lab_for(make_lab, cluster)
+        config = cluster.kubeconfig(context="lab")
+        config["clusters"].append({"name": "gone", "cluster": {"server": "http://127.0.0.1:9"}})
+        config["contexts"].append(
+            {"name": "other", "context": {"cluster": "gone", "user": "tester"}}
+        )
+        config["current-context"] = "other"
+        (lab.directory / "kubeconfig").write_text(json.dumps(config))
+        lab.plan(*flags(lab, node)[:2], code=1)  # the current context is unreachable
+        result = lab.plan(*flags(lab, node)[:2], "--context", "lab", "--detailed-exitcode", code=2)
+    finally:
+        cluster.__exit__()
+    assert "vm.vm1 will be created" in result.stdout
+
+
+def test_destroy_deletes_only_the_labs_vms(make_lab: Callable[[str], Lab], node: Node) -> None:
+    cluster = start(node)
+    try:
+        lab = lab_for(make_lab, cluster)
+        theirs = {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachine",
+            "spec": {"runStrategy": "Halted"},
+        }
+        with cluster.store.lock:
+            for name, labels in (("vm1", {}), ("other", {"passtplan.dev/lab": "another-lab"})):
+                body = json.loads(json.dumps(theirs))
+                body["metadata"] = {"name": name, "namespace": "default", "labels": labels}
+                cluster.store.objects[("virtualmachines", "default", name)] = cluster.store.stamp(
+                    body, new=True
+                )
+        result = lab.destroy(*flags(lab, node)[:2]).stdout
+        assert "No changes." in result
+        assert ("virtualmachines", "default", "vm1") in cluster.store.objects
+        assert ("virtualmachines", "default", "other") in cluster.store.objects
+    finally:
+        cluster.__exit__()

@@ -201,6 +201,14 @@ class Applier:
         if change.action is Action.REPLACE:
             self._delete_link(change)
             self._indexes.clear()
+        if change.deferred and change.action is Action.CREATE and self._exists(link):
+            # Planned before its namespace could be seen: re-checked now that it can.
+            self._configure(
+                link,
+                tuple(f for f in ("up", "mtu", "mac", "master") if getattr(link, f) is not None),
+                own=True,
+            )
+            return "already present when its namespace was found: configured"
         if change.action in (Action.CREATE, Action.REPLACE):
             made = self._create_link(link)
             self._configure(
@@ -211,6 +219,10 @@ class Applier:
             return made
         self._configure(link, change.changed, own=False)
         return f"set {', '.join(change.changed)}"
+
+    def _exists(self, link: res.Link) -> bool:
+        handle = self._handle(link.namespace)
+        return handle.run(lambda: self._index(handle, link.name)) is not None
 
     def _delete_link(self, change: Change) -> str:
         link = change.before
