@@ -94,9 +94,9 @@ def node(tmp_path: Path, foreign_netns: Callable[[str], str]) -> Iterator[Node]:
     this.stop()
 
 
-def start(this: Node, **config: Any) -> FakeCluster:
-    settings = ClusterConfig(pod_uids=[UID], on_pod=this.start_launcher, **config)
-    return FakeCluster(settings).__enter__()
+def cluster_for(this: Node, **config: Any) -> FakeCluster:
+    """A fake cluster whose launcher pods start on this node (use it in a with statement)."""
+    return FakeCluster(ClusterConfig(pod_uids=[UID], on_pod=this.start_launcher, **config))
 
 
 def lab_for(make_lab: Callable[[str], Lab], cluster: FakeCluster) -> Lab:
@@ -121,8 +121,7 @@ def flags(lab: Lab, node: Node, *extra: str) -> list[str]:
 def test_plan_apply_resolve_swap_converge_destroy(
     node: Node, make_lab: Callable[[str], Lab]
 ) -> None:
-    cluster = start(node)
-    try:
+    with cluster_for(node) as cluster:
         lab = lab_for(make_lab, cluster)
         plan = lab.plan("--detailed-exitcode", *flags(lab, node)[:2], code=2).stdout
         assert "vm.vm1 will be created" in plan
@@ -148,8 +147,6 @@ def test_plan_apply_resolve_swap_converge_destroy(
         lab.destroy(*flags(lab, node)[:2])
         assert ("virtualmachines", "default", "vm1") not in cluster.store.objects
         assert lab.leftovers() == []
-    finally:
-        cluster.__exit__()
 
 
 def test_no_kubeconfig(make_lab: Callable[[str], Lab], tmp_path: Path) -> None:
@@ -163,9 +160,9 @@ def test_no_kubeconfig(make_lab: Callable[[str], Lab], tmp_path: Path) -> None:
 
 
 def test_cluster_unreachable(make_lab: Callable[[str], Lab], node: Node) -> None:
-    cluster = start(node)
-    lab = lab_for(make_lab, cluster)
-    cluster.__exit__()  # nothing listens there any more
+    with cluster_for(node) as cluster:
+        lab = lab_for(make_lab, cluster)
+    # nothing listens there any more
     result = lab.plan(*flags(lab, node)[:2], code=1)
     [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert error.startswith(
@@ -174,12 +171,9 @@ def test_cluster_unreachable(make_lab: Callable[[str], Lab], node: Node) -> None
 
 
 def test_forbidden_by_rbac(make_lab: Callable[[str], Lab], node: Node) -> None:
-    cluster = start(node, forbidden={"virtualmachines"})
-    try:
+    with cluster_for(node, forbidden={"virtualmachines"}) as cluster:
         lab = lab_for(make_lab, cluster)
         result = lab.plan(*flags(lab, node)[:2], code=1)
-    finally:
-        cluster.__exit__()
     assert result.stderr.splitlines()[-1] == (
         "error: get VirtualMachine default/vm1: forbidden by RBAC: virtualmachines is forbidden: "
         'User "tester" cannot get resource "virtualmachines"'
@@ -187,36 +181,27 @@ def test_forbidden_by_rbac(make_lab: Callable[[str], Lab], node: Node) -> None:
 
 
 def test_vm_never_ready(make_lab: Callable[[str], Lab], node: Node) -> None:
-    cluster = start(node, never_ready=True)
-    try:
+    with cluster_for(node, never_ready=True) as cluster:
         lab = lab_for(make_lab, cluster)
         result = lab.apply(*flags(lab, node, "--wait", "1"), code=1).stdout
-    finally:
-        cluster.__exit__()
     assert "vm.vm1: FAILED: ClusterError" not in result
     assert "is not Running and Ready after 1 s (phase Scheduled)" in result
     assert "netns.pod: skipped: upstream dependency vm.vm1 failed" in result
 
 
 def test_launcher_pod_on_another_node(make_lab: Callable[[str], Lab], node: Node) -> None:
-    cluster = start(node, node="node2")
-    try:
+    with cluster_for(node, node="node2") as cluster:
         lab = lab_for(make_lab, cluster)
         result = lab.apply(*flags(lab, node, "--wait", "20"), code=1).stdout
-    finally:
-        cluster.__exit__()
     assert "runs on node node2, not on this node (node1): run passtplan on node2" in result
 
 
 def test_passt_core_binding_against_kubevirt_1_5(
     make_lab: Callable[[str], Lab], node: Node
 ) -> None:
-    cluster = start(node, kubevirt_version="v1.5.0")
-    try:
+    with cluster_for(node, kubevirt_version="v1.5.0") as cluster:
         lab = lab_for(make_lab, cluster)
         result = lab.plan(*flags(lab, node)[:2], code=1)
-    finally:
-        cluster.__exit__()
     assert result.stderr.splitlines()[-1] == (
         f"error: {lab.path}: vms.vm1: KubeVirt v1.5.0 rejects the core `passt: {{}}` binding "
         "(removed in v1.3): use binding: {name: passt}"
@@ -224,8 +209,7 @@ def test_passt_core_binding_against_kubevirt_1_5(
 
 
 def test_context_selects_the_cluster(make_lab: Callable[[str], Lab], node: Node) -> None:
-    cluster = start(node)
-    try:
+    with cluster_for(node) as cluster:
         lab = lab_for(make_lab, cluster)
         config = cluster.kubeconfig(context="lab")
         config["clusters"].append({"name": "gone", "cluster": {"server": "http://127.0.0.1:9"}})
@@ -236,14 +220,11 @@ def test_context_selects_the_cluster(make_lab: Callable[[str], Lab], node: Node)
         (lab.directory / "kubeconfig").write_text(json.dumps(config))
         lab.plan(*flags(lab, node)[:2], code=1)  # the current context is unreachable
         result = lab.plan(*flags(lab, node)[:2], "--context", "lab", "--detailed-exitcode", code=2)
-    finally:
-        cluster.__exit__()
     assert "vm.vm1 will be created" in result.stdout
 
 
 def test_destroy_deletes_only_the_labs_vms(make_lab: Callable[[str], Lab], node: Node) -> None:
-    cluster = start(node)
-    try:
+    with cluster_for(node) as cluster:
         lab = lab_for(make_lab, cluster)
         theirs = {
             "apiVersion": "kubevirt.io/v1",
@@ -261,5 +242,3 @@ def test_destroy_deletes_only_the_labs_vms(make_lab: Callable[[str], Lab], node:
         assert "No changes." in result
         assert ("virtualmachines", "default", "vm1") in cluster.store.objects
         assert ("virtualmachines", "default", "other") in cluster.store.objects
-    finally:
-        cluster.__exit__()
