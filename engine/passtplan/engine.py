@@ -56,6 +56,7 @@ class Plan:
     fingerprint: str
     graph: nx.DiGraph  # the changes in dependency order, coalesced for batching
     destroy: bool = False
+    node: str | None = None  # this node's name, when the lab has VMs on a cluster
 
     @property
     def pending(self) -> list[Change]:
@@ -206,7 +207,8 @@ def _make_plan(
     changes = diff(desired, state)
     # Built now: a cycle is an error at plan time, not half-way through apply.
     graph = coalesce(build_graph(changes, desired))
-    return Plan(loaded, desired, state, changes, fingerprint(state), graph, destroy)
+    node = cluster.node if cluster is not None else None
+    return Plan(loaded, desired, state, changes, fingerprint(state), graph, destroy, node)
 
 
 def fingerprint(state: res.State) -> str:

@@ -58,8 +58,12 @@ def cluster_vms_text(plan: Plan) -> str:
         if isinstance(vm, res.ClusterVm):
             where = f" on {vm.node}" if vm.node else ""
             address = f", IP {vm.ip}" if vm.ip else ""
+            elsewhere = ""
+            if vm.node and plan.node and vm.node != plan.node:
+                elsewhere = f" (not this node, {plan.node}: run passtplan on {vm.node})"
             lines.append(
                 f"  {vm.address}: {vm.kube_namespace}/{vm.name} {vm.phase}{where}{address}"
+                f"{elsewhere}"
             )
     return "VMs on the cluster:\n" + "\n".join(lines) + "\n\n" if lines else ""
 

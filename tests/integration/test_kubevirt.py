@@ -193,7 +193,13 @@ def test_launcher_pod_on_another_node(make_lab: Callable[[str], Lab], node: Node
     with cluster_for(node, node="node2") as cluster:
         lab = lab_for(make_lab, cluster)
         result = lab.apply(*flags(lab, node, "--wait", "20"), code=1).stdout
+        # Now that the VM runs, the plan says where to run passtplan.
+        shown = lab.plan(*flags(lab, node)[:4], code=None).stdout
     assert "runs on node node2, not on this node (node1): run passtplan on node2" in result
+    assert (
+        "vm.vm1: default/vm1 Running on node2, IP 10.233.70.4 "
+        "(not this node, node1: run passtplan on node2)"
+    ) in shown
 
 
 def test_passt_core_binding_against_kubevirt_1_5(
