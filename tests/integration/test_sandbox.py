@@ -126,7 +126,10 @@ def test_show_writes_the_sandbox_in_the_plan_language(seed: Lab, applied: str) -
 
 
 def test_destroy_leaves_nothing(seed: Lab, applied: str) -> None:
+    state = json.loads((RUN_DIR / f"{seed.name}@sandbox/vm/passt-macvlan/state.json").read_text())
     seed.destroy("--sandbox")
+    for pid in (state["passt_pid"], state["guest_pid"]):
+        assert not Path(f"/proc/{pid}").exists()  # not even a zombie waiting for its reaper
     assert seed.leftovers() == []
     left = subprocess.run(["pgrep", "-af", seed.name], capture_output=True, text=True, check=False)
     assert left.stdout == ""

@@ -271,6 +271,9 @@ def _stop(pid: int, marker: str) -> None:
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):  # reap it if it was our child
         os.waitpid(pid, os.WNOHANG)
+    # An orphan stays a zombie until init reaps it; destroy returns when it is gone for good.
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling for the reaper, bounded by the deadline
 
 
 def _allow_ping_sockets() -> None:
