@@ -100,7 +100,7 @@ def test_then_the_plan_is_empty(seed: Lab, applied: str) -> None:
 
 def test_killed_passt_is_repaired(seed: Lab, applied: str) -> None:
     state = json.loads((RUN_DIR / f"{seed.name}@sandbox/vm/passt-macvlan/state.json").read_text())
-    subprocess.run(["kill", str(state["passt_pid"])], check=True)
+    subprocess.run(["kill", str(state["passt"][0])], check=True)
     plan = json.loads(seed.plan("--sandbox", "--json").stdout)
     [change] = [c for c in plan["changes"] if c["actions"] != ["no-op"]]
     assert change["address"] == "vm.passt-macvlan"
@@ -128,8 +128,10 @@ def test_show_writes_the_sandbox_in_the_plan_language(seed: Lab, applied: str) -
 def test_destroy_leaves_nothing(seed: Lab, applied: str) -> None:
     state = json.loads((RUN_DIR / f"{seed.name}@sandbox/vm/passt-macvlan/state.json").read_text())
     seed.destroy("--sandbox")
-    for pid in (state["passt_pid"], state["guest_pid"]):
-        assert not Path(f"/proc/{pid}").exists()  # not even a zombie waiting for its reaper
+    for pid in (state["passt"][0], state["guest"][0]):
+        proc = Path(f"/proc/{pid}")
+        # not even a zombie waiting for its reaper
+        assert not proc.exists(), (proc / "status").read_text()[:300] if proc.exists() else ""
     assert seed.leftovers() == []
     left = subprocess.run(["pgrep", "-af", seed.name], capture_output=True, text=True, check=False)
     assert left.stdout == ""

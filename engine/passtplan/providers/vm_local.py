@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute
@@ -46,13 +47,38 @@ def vm_dir(store: OwnershipStore, name: str) -> Path:
     return store.path.parent / "vm" / name
 
 
-def _alive(pid: int, marker: str) -> bool:
+@dataclass(frozen=True)
+class Process:
+    """A process we started, known by its pid and its start time: a recycled pid is not it."""
+
+    pid: int
+    started: int  # clock ticks after boot, /proc/PID/stat field 22
+
+    @classmethod
+    def of(cls, pid: int) -> Process:
+        found = _stat(pid)
+        return cls(pid, found[1] if found else 0)
+
+    @classmethod
+    def load(cls, record: dict[str, object], key: str) -> Process | None:
+        value = record.get(key)
+        return cls(*value) if isinstance(value, list) and len(value) == 2 else None
+
+    def state(self) -> str | None:
+        """The kernel's state letter (R, S, Z...), or None when the process is gone."""
+        found = _stat(self.pid)
+        return found[0] if found and found[1] == self.started else None
+
+    def running(self) -> bool:
+        return self.state() not in (None, "Z", "X")
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1].split()
     except OSError:
-        return False
-    status = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[-1][:1]
-    return marker in cmdline and status != "Z"
+        return None
+    return fields[0], int(fields[19])
 
 
 def observe(names: set[str], store: OwnershipStore) -> dict[str, res.Vm | None]:
@@ -69,10 +95,8 @@ def observe(names: set[str], store: OwnershipStore) -> dict[str, res.Vm | None]:
         if not kernel.exists(vm.launcher):
             found[name] = None
             continue
-        passt = "running" if _alive(record.get("passt_pid", 0), PASST) else "not running"
-        guest = (
-            "running" if _alive(record.get("guest_pid", 0), "passtplan.guest") else "not running"
-        )
+        passt = "running" if _running(record, "passt") else "not running"
+        guest = "running" if _running(record, "guest") else "not running"
         found[name] = dataclasses.replace(vm, passt=passt, guest_state=guest)
     return found
 
@@ -96,9 +120,9 @@ class LocalVmDriver:
         self._pod_network(vm, node_netns)
         record: dict[str, object] = {"vm": dataclasses.asdict(vm)}
         self._write(vm, record)
-        record["passt_pid"] = self._start_passt(vm)
+        record["passt"] = self._start_passt(vm)
         self._write(vm, record)
-        record["guest_pid"] = self._start_guest(vm)
+        record["guest"] = self._start_guest(vm)
         self._write(vm, record)
         lease = json.loads((directory / "lease.json").read_text())
         return f"passt running, guest took {lease['address']}/{lease['prefixlen']} from its DHCP"
@@ -141,7 +165,7 @@ class LocalVmDriver:
             if node_fd is not None:
                 os.close(node_fd)
 
-    def _start_passt(self, vm: res.Vm) -> int:
+    def _start_passt(self, vm: res.Vm) -> list[int]:
         """As virt-launcher starts it: in the pod's namespace, one client, the VM's ports."""
         directory = vm_dir(self.store, vm.name)
         socket_path = directory / "passt" / "passt.socket"
@@ -169,9 +193,9 @@ class LocalVmDriver:
             f"passt to bind {socket_path}",
             directory / "passt.log",
         )
-        return pid
+        return list(dataclasses.astuple(Process.of(pid)))
 
-    def _start_guest(self, vm: res.Vm) -> int:
+    def _start_guest(self, vm: res.Vm) -> list[int]:
         directory = vm_dir(self.store, vm.name)
         lease = directory / "lease.json"
         lease.unlink(missing_ok=True)
@@ -195,7 +219,7 @@ class LocalVmDriver:
             command += ["--port", port]
         pid = self._spawn(command, directory / "guest.log")
         self._wait(lease.exists, pid, "the guest's DHCP lease", directory / "guest.log")
-        return pid
+        return list(dataclasses.astuple(Process.of(pid)))
 
     @staticmethod
     def _spawn(command: list[str], log: Path) -> int:
@@ -233,12 +257,12 @@ class LocalVmDriver:
         record = json.loads((vm_dir(self.store, vm.name) / "state.json").read_text())
         done = []
         if current.passt != "running":
-            record["passt_pid"] = self._start_passt(vm)
+            record["passt"] = self._start_passt(vm)
             self._write(vm, record)
             done.append("restarted passt")
         if current.guest_state != "running":
-            _stop(record.get("guest_pid", 0), "passtplan.guest")
-            record["guest_pid"] = self._start_guest(vm)
+            _stop(Process.load(record, "guest"))
+            record["guest"] = self._start_guest(vm)
             self._write(vm, record)
             done.append("restarted the guest")
         return ", ".join(done) or "nothing to repair"
@@ -251,8 +275,8 @@ class LocalVmDriver:
             record = json.loads((directory / "state.json").read_text())
         except (OSError, ValueError):
             record = {}
-        _stop(record.get("guest_pid", 0), "passtplan.guest")
-        _stop(record.get("passt_pid", 0), PASST)
+        _stop(Process.load(record, "guest"))
+        _stop(Process.load(record, "passt"))
         for netns in (vm.guest, vm.launcher):
             kernel.remove(netns)
         shutil.rmtree(directory, ignore_errors=True)
@@ -260,20 +284,28 @@ class LocalVmDriver:
         return "stopped passt and the guest, removed the pod's and the guest's namespaces"
 
 
-def _stop(pid: int, marker: str) -> None:
-    if not pid or not _alive(pid, marker):
+def _running(record: dict[str, object], key: str) -> bool:
+    process = Process.load(record, key)
+    return process is not None and process.running()
+
+
+def _stop(process: Process | None) -> None:
+    """End a process we started, in this run or an earlier one, and return once it is gone for
+    good: passt takes a moment to close its thousands of port sockets, our own child we reap,
+    an orphan init reaps."""
+    if process is None or process.state() is None:
         return
-    os.kill(pid, signal.SIGTERM)
+    if process.running():
+        os.kill(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_DEADLINE
-    while _alive(pid, marker) and time.monotonic() < deadline:
-        time.sleep(0.02)  # polling for a process to end, bounded by the deadline
-    if _alive(pid, marker):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):  # reap it if it was our child
-        os.waitpid(pid, os.WNOHANG)
-    # An orphan stays a zombie until init reaps it; destroy returns when it is gone for good.
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)  # polling for the reaper, bounded by the deadline
+    killed = False
+    while process.state() is not None and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(process.pid, os.WNOHANG)
+        if not killed and time.monotonic() > deadline - STOP_DEADLINE / 2 and process.running():
+            os.kill(process.pid, signal.SIGKILL)
+            killed = True
+        time.sleep(0.02)  # polling for the process to end, bounded by the deadline
 
 
 def _allow_ping_sockets() -> None:
