@@ -10,12 +10,14 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from passtplan.providers.ownership import RUN_DIR
+from passtplan.providers.vm_local import Process
 from passtplan.spec.yamlsource import read_yaml
 from tests.conftest import PLANS
 from tests.integration.conftest import Lab, cleanup, ip, ip_json, root_snapshot
@@ -100,7 +102,11 @@ def test_then_the_plan_is_empty(seed: Lab, applied: str) -> None:
 
 def test_killed_passt_is_repaired(seed: Lab, applied: str) -> None:
     state = json.loads((RUN_DIR / f"{seed.name}@sandbox/vm/passt-macvlan/state.json").read_text())
-    subprocess.run(["kill", str(state["passt"][0])], check=True)
+    passt = Process(*state["passt"])
+    subprocess.run(["kill", str(passt.pid)], check=True)
+    deadline = time.monotonic() + 10
+    while passt.running() and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling for passt to finish closing its sockets and exit
     plan = json.loads(seed.plan("--sandbox", "--json").stdout)
     [change] = [c for c in plan["changes"] if c["actions"] != ["no-op"]]
     assert change["address"] == "vm.passt-macvlan"

@@ -70,7 +70,14 @@ class Process:
         return found[0] if found and found[1] == self.started else None
 
     def running(self) -> bool:
-        return self.state() not in (None, "Z", "X")
+        """Alive and not on its way out: an exiting process has released its memory, and with
+        it its command line (passt takes a moment to close thousands of port sockets)."""
+        if self.state() in (None, "Z", "X"):
+            return False
+        try:
+            return bool(Path(f"/proc/{self.pid}/cmdline").read_bytes())
+        except OSError:
+            return False
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
