@@ -330,8 +330,3 @@ def _useful_lines(log: Path) -> list[str]:
     except OSError:
         return []
     return [line for line in lines if line.strip() and "to syslog" not in line]
-
-
-def passt_print(store: OwnershipStore, name: str) -> list[str]:
-    """passt's own start-up print for a VM, as `passt.avx2` shows it in the seed."""
-    return _useful_lines(vm_dir(store, name) / "passt.log")
