@@ -204,26 +204,14 @@ def _cover_contents(work: _Diff, observed: res.NamespaceState) -> None:
     by = observed.namespace.address
     for link in observed.links.values():
         if link.name != "lo":
-            _delete(work, link, "its namespace is deleted", covered_by=by)
-            work.removed.add((link.namespace, link.name))
-            if link.kind == "veth" and link.peer and link.peer[0] not in work.dropped_namespaces:
-                _delete_peer_outside(work, link)
+            _remove_link(work, link, "its namespace is deleted", covered_by=by)
+            if link.peer and link.peer[0] not in work.dropped_namespaces:
+                # Deleted explicitly: the kernel tears a namespace down asynchronously, and the
+                # end in a namespace that stays would linger a moment after it is gone.
+                _remove_veth_peer(work, link, "its veth peer's namespace is deleted")
     for address in observed.addresses:
         if address.address in work.state.owned.addresses:
             _delete(work, address, "its namespace is deleted", covered_by=by)
-
-
-def _delete_peer_outside(work: _Diff, link: res.Link) -> None:
-    """The other end of a veth whose namespace is deleted, where it lives in a namespace that
-    stays: deleted explicitly, because the kernel tears a namespace down asynchronously and the
-    end would linger for a moment after the namespace is gone."""
-    assert link.peer is not None
-    peer_ns = work.observed(link.peer[0])
-    other = peer_ns.links.get(link.peer[1]) if peer_ns else None
-    if other is not None and other.address not in work.desired.links:
-        reason = "its veth peer's namespace is deleted"
-        _delete(work, other, reason)
-        work.removed.add((other.namespace, other.name))
 
 
 OWNED_REASON = "made by this lab, no longer in the plan"
@@ -265,9 +253,8 @@ def _links(work: _Diff) -> None:
         observed_ns = work.observed(ns)
         current = observed_ns.links.get(name) if observed_ns else None
         if current is not None:
-            _delete(work, current, "declared state: absent")
-            work.removed.add((ns, name))
-            _cover_veth_peer(work, current)
+            _remove_link(work, current, "declared state: absent")
+            _remove_veth_peer(work, current, VETH_PEER_REASON, covered_by=current.address)
         elif _deferred(work, ns):
             before = res.Link(ns, name)
             work.add(
@@ -289,21 +276,32 @@ def _links(work: _Diff) -> None:
                 and current.address not in desired.links
                 and current.address not in work.changes
             ):
-                _delete(work, current, OWNED_REASON)
-                work.removed.add((current.namespace, current.name))
-                _cover_veth_peer(work, current)
+                _remove_link(work, current, OWNED_REASON)
+                _remove_veth_peer(work, current, VETH_PEER_REASON, covered_by=current.address)
 
 
-def _cover_veth_peer(work: _Diff, link: res.Link) -> None:
-    """Deleting one end of a veth deletes the other: show it, and do not try it twice."""
+def _remove_link(
+    work: _Diff, link: res.Link, reason: str, *, covered_by: str | None = None
+) -> None:
+    """Delete a link, and remember it is gone: its addresses and routes go with it."""
+    _delete(work, link, reason, covered_by=covered_by)
+    work.removed.add((link.namespace, link.name))
+
+
+VETH_PEER_REASON = "its veth peer is deleted"
+
+
+def _remove_veth_peer(
+    work: _Diff, link: res.Link, reason: str, *, covered_by: str | None = None
+) -> None:
+    """Deleting one end of a veth takes the other: show it (and do not try it twice), unless
+    the plan keeps that end."""
     if link.kind != "veth" or link.peer is None:
         return
     peer_ns = work.observed(link.peer[0])
     other = peer_ns.links.get(link.peer[1]) if peer_ns else None
-    if other is None or other.address in work.desired.links:
-        return
-    _delete(work, other, "its veth peer is deleted", covered_by=link.address)
-    work.removed.add((other.namespace, other.name))
+    if other is not None and other.address not in work.desired.links:
+        _remove_link(work, other, reason, covered_by=covered_by)
 
 
 REPLACE_FIELDS = ("kind", "parent", "mode", "peer")
