@@ -43,10 +43,6 @@ SAVED_PLAN_KIND = "passtplan-saved-plan"
 FORMAT_VERSION = "1.0"
 
 
-class VerifyError(PasstplanError):
-    """After apply, the live state still differs from the plan."""
-
-
 @dataclass
 class Plan:
     loaded: LoadedLab
@@ -82,10 +78,6 @@ def require_root(command: str) -> None:
             f"passtplan {command} needs root: it reads and changes network namespaces "
             "(run it with sudo)"
         )
-
-
-def lab_key(desired: Desired) -> str:
-    return desired.lab + ("@sandbox" if desired.sandbox else "")
 
 
 def store_for(loaded: LoadedLab, *, sandbox: bool) -> OwnershipStore:

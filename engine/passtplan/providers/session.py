@@ -121,12 +121,6 @@ class Session:
             self._handles[ns.name] = handle
             return handle
 
-    def get(self, name: str) -> Handle:
-        handle = self._handles.get(name)
-        if handle is None:
-            raise ObserveError(f"namespace {name} is not open")
-        return handle
-
     def handles(self) -> list[Handle]:
         return list(self._handles.values())
 
