@@ -33,7 +33,12 @@ class Desired:
     @property
     def owner(self) -> str:
         """The mark on the links this lab makes; the sandbox and the node are different labs."""
-        return f"{res.OWNER_PREFIX}{self.lab}{'@sandbox' if self.sandbox else ''}"
+        return res.OWNER_PREFIX + lab_id(self.lab, sandbox=self.sandbox)
+
+
+def lab_id(lab: str, *, sandbox: bool) -> str:
+    """The name the lab goes by on this machine; its sandbox is another lab (`LAB@sandbox`)."""
+    return f"{lab}@sandbox" if sandbox else lab
 
 
 def netns_name(lab: str, namespace: str) -> str:

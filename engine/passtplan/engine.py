@@ -18,7 +18,7 @@ from pathlib import Path
 import networkx as nx
 
 from passtplan import resources as res
-from passtplan.desired import Desired, desired_state
+from passtplan.desired import Desired, desired_state, lab_id
 from passtplan.diff import Action, Change, diff
 from passtplan.errors import PasstplanError
 from passtplan.graph import build_graph, coalesce
@@ -81,7 +81,7 @@ def require_root(command: str) -> None:
 
 
 def store_for(loaded: LoadedLab, *, sandbox: bool) -> OwnershipStore:
-    return OwnershipStore(loaded.name + ("@sandbox" if sandbox else ""))
+    return OwnershipStore(lab_id(loaded.name, sandbox=sandbox))
 
 
 def open_files_limit() -> int:
