@@ -13,8 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benches.common import cleaned, ip_batch, lab, report, timed, unique, write_lab
-from passtplan.engine import apply_plan, make_plan, store_for
+from benches.common import apply_lab, cleaned, ip_batch, lab, report, timed, unique, write_lab
+from passtplan.engine import apply_plan, make_plan
 from passtplan.providers.session import Session
 from passtplan.spec.loader import load_lab
 
@@ -40,11 +40,7 @@ def baseline(n: int, name: str) -> float:
 
 def passtplan_run(n: int, name: str, directory: Path) -> tuple[float, float]:
     skeleton = lab(name, {"a": {"links": {"br0": {"kind": "bridge"}}}})
-    path = write_lab(directory, skeleton)
-    loaded = load_lab(path)
-    store = store_for(loaded, sandbox=False)
-    with Session() as session:
-        apply_plan(make_plan(loaded, session, store, sandbox=False, destroy=False), session, store)
+    _, store = apply_lab(directory, skeleton)
     skeleton["namespaces"]["a"]["links"]["br0"]["addresses"] = addresses(n)
     skeleton["namespaces"]["a"]["routes"] = [{"to": r, "dev": "br0"} for r in routes(n)]
     loaded = load_lab(write_lab(directory, skeleton))
@@ -55,8 +51,6 @@ def passtplan_run(n: int, name: str, directory: Path) -> tuple[float, float]:
         total = timed(lambda: report_holder.append(apply_plan(plan, session, store)))
     result = report_holder[0]
     assert result.ok, [o.detail for _, o in result.outcomes if o.detail][:3]
-    walk = sum(o.seconds for _, o in result.outcomes) / 4  # informational only
-    del walk
     return result.walk_seconds, total
 
 

@@ -14,10 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benches.common import cleaned, ip_batch, lab, report, timed, unique, write_lab
-from passtplan.engine import apply_plan, make_plan, store_for
+from benches.common import apply_lab, cleaned, ip_batch, lab, report, timed, unique
+from passtplan.engine import apply_plan, make_plan
 from passtplan.providers.session import Session
-from passtplan.spec.loader import load_lab
 
 TARGET = 50.0
 
@@ -34,13 +33,7 @@ def baseline(prefix: str, pairs: int) -> float:
 
 def ours(name: str, pairs: int, directory: Path) -> float:
     links = {f"va{i}": {"kind": "veth", "peer": f"b/vb{i}"} for i in range(pairs)}
-    loaded = load_lab(write_lab(directory, lab(name, {"a": {"links": links}, "b": {}})))
-    store = store_for(loaded, sandbox=False)
-    with Session() as session:
-        made = apply_plan(
-            make_plan(loaded, session, store, sandbox=False, destroy=False), session, store
-        )
-        assert made.ok
+    loaded, store = apply_lab(directory, lab(name, {"a": {"links": links}, "b": {}}))
 
     def destroy() -> None:
         with Session() as session:

@@ -13,8 +13,11 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from passtplan.engine import apply_plan, make_plan, store_for
 from passtplan.providers import kernel
-from passtplan.providers.ownership import RUN_DIR
+from passtplan.providers.ownership import RUN_DIR, OwnershipStore
+from passtplan.providers.session import Session
+from passtplan.spec.loader import LoadedLab, load_lab
 
 
 def unique(stem: str) -> str:
@@ -35,6 +38,16 @@ def lab(name: str, namespaces: dict[str, Any]) -> dict[str, Any]:
         "metadata": {"name": name},
         "namespaces": namespaces,
     }
+
+
+def apply_lab(directory: Path, data: dict[str, Any]) -> tuple[LoadedLab, OwnershipStore]:
+    """Write a lab, apply it (untimed: the setup of a benchmark), and hand back what it needs."""
+    loaded = load_lab(write_lab(directory, data))
+    store = store_for(loaded, sandbox=False)
+    with Session() as session:
+        plan = make_plan(loaded, session, store, sandbox=False, destroy=False)
+        assert apply_plan(plan, session, store).ok
+    return loaded, store
 
 
 @contextmanager
