@@ -14,10 +14,10 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from passtplan.engine import apply_plan, make_plan, store_for
+from passtplan.lang.loader import LoadedLab, load_lab
 from passtplan.providers import kernel
 from passtplan.providers.ownership import RUN_DIR, OwnershipStore
 from passtplan.providers.session import Session
-from passtplan.spec.loader import LoadedLab, load_lab
 
 
 def unique(stem: str) -> str:

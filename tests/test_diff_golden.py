@@ -15,9 +15,9 @@ from passtplan.desired import desired_state
 from passtplan.diff import ConflictError, diff
 from passtplan.engine import Plan, fingerprint
 from passtplan.graph import build_graph
+from passtplan.lang.loader import load_lab
+from passtplan.lang.yamlsource import read_yaml
 from passtplan.render import plan_text
-from passtplan.spec.loader import load_lab
-from passtplan.spec.yamlsource import read_yaml
 from tests.conftest import FIXTURES
 
 CASES = sorted(p for p in (FIXTURES / "diff").iterdir() if p.is_dir())

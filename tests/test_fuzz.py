@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from passtplan.errors import SpecError
-from passtplan.spec.loader import LoadedLab, load_lab
+from passtplan.lang.loader import LoadedLab, load_lab
 from tests.conftest import PLANS
 
 SEED_TEXTS = {p: p.read_text() for p in sorted(PLANS.glob("*/lab.yaml"))}

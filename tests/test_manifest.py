@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from passtplan.errors import Severity
-from passtplan.spec.manifest import Port, plaintext_password, read_manifest
-from passtplan.spec.yamlsource import parse_yaml
+from passtplan.lang.manifest import Port, plaintext_password, read_manifest
+from passtplan.lang.yamlsource import parse_yaml
 
 VM = """apiVersion: kubevirt.io/v1
 kind: VirtualMachine

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from passtplan.cli import app
 from passtplan.errors import Severity
-from passtplan.spec.loader import load_lab
+from passtplan.lang.loader import load_lab
 from tests.conftest import PLANS
 
 LABS = sorted(PLANS.glob("*/lab.yaml"))

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from passtplan.cli import app
-from passtplan.spec.yamlsource import read_yaml
+from passtplan.lang.yamlsource import read_yaml
 from tests.conftest import PLANS, REPO
 
 COMMITTED = REPO / "schemas" / "lab.schema.json"

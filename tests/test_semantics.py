@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from passtplan.spec.models import Lab
-from passtplan.spec.semantics import check_lab, find_cycles
+from passtplan.lang.models import Lab
+from passtplan.lang.semantics import check_lab, find_cycles
 
 
 def lab(namespaces: dict[str, Any], **extra: Any) -> Lab:

@@ -47,4 +47,4 @@ def test_no_heavy_imports(args: list[str], tmp_path: object) -> None:
     # The probe itself must be able to see imports: the command did load what it needs.
     assert "typer" in modules
     if args[0] == "validate" and args[1] != "--help":
-        assert "passtplan.spec.loader" in modules
+        assert "passtplan.lang.loader" in modules

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from passtplan.errors import SpecError
-from passtplan.spec.yamlsource import MAX_NODES, Position, format_path, parse_yaml
+from passtplan.lang.yamlsource import MAX_NODES, Position, format_path, parse_yaml
 
 
 def test_positions_of_keys_and_values() -> None:

@@ -244,7 +244,7 @@ def _exit(run: Callable[[], int]) -> None:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the plan language (schemas/lab.schema.json)."""
-    from passtplan.spec.schema import lab_json_schema_text
+    from passtplan.lang.schema import lab_json_schema_text
 
     sys.stdout.write(lab_json_schema_text())
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from passtplan import resources as res
-from passtplan.spec import models as spec
-from passtplan.spec.manifest import Port, VmManifest
-from passtplan.spec.semantics import split_ref
+from passtplan.lang import models as spec
+from passtplan.lang.manifest import Port, VmManifest
+from passtplan.lang.semantics import split_ref
 
 
 @dataclass

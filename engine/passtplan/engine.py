@@ -23,6 +23,7 @@ from passtplan.diff import Action, Change, diff
 from passtplan.errors import PasstplanError
 from passtplan.graph import build_graph, coalesce
 from passtplan.kubevirt import Install, passt_form_error
+from passtplan.lang.loader import LoadedLab
 from passtplan.providers import kernel
 from passtplan.providers.actions import Applier
 from passtplan.providers.observe import observe
@@ -36,7 +37,6 @@ from passtplan.providers.vm_kubevirt import (
     observe_vms,
     this_node,
 )
-from passtplan.spec.loader import LoadedLab
 from passtplan.walk import Outcome, Status, walk
 
 SAVED_PLAN_KIND = "passtplan-saved-plan"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from passtplan.spec.manifest import PasstForm
+from passtplan.lang.manifest import PasstForm
 
 Release = tuple[int, int, int]
 

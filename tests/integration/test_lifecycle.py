@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from passtplan.engine import apply_plan, make_plan, store_for
+from passtplan.lang.loader import load_lab
 from passtplan.providers.session import Session
 from passtplan.render import report_text
-from passtplan.spec.loader import load_lab
 from passtplan.walk import Status
 from tests.integration.conftest import Lab, ip, ip_json
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from passtplan.lang.yamlsource import read_yaml
 from passtplan.providers.ownership import RUN_DIR
 from passtplan.providers.vm_local import Process
-from passtplan.spec.yamlsource import read_yaml
 from tests.conftest import PLANS
 from tests.integration.conftest import Lab, cleanup, ip, ip_json, root_snapshot
 from tests.kube.fake_apiserver import FakeCluster

@@ -8,9 +8,9 @@ from pathlib import Path
 from passtplan.commands.common import load
 from passtplan.desired import desired_state
 from passtplan.engine import open_files_limit, require_root
+from passtplan.lang.loader import LoadedLab
 from passtplan.providers.checks import run_checks
 from passtplan.render import checks_text
-from passtplan.spec.loader import LoadedLab
 
 
 def run(path: Path, *, sandbox: bool) -> int:

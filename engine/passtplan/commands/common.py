@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from passtplan.errors import PasstplanError, SpecError
-from passtplan.spec.loader import LoadedLab, load_lab
+from passtplan.lang.loader import LoadedLab, load_lab
 
 
 class CommandExit(Exception):  # noqa: N818 - a control-flow signal, not an error

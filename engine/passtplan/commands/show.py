@@ -20,10 +20,10 @@ from passtplan.commands.common import load
 from passtplan.desired import Desired, desired_state
 from passtplan.engine import require_root
 from passtplan.errors import PasstplanError
+from passtplan.lang.models import API_VERSION, HOST, Lab
 from passtplan.providers import kernel
 from passtplan.providers.observe import observe
 from passtplan.providers.session import Session
-from passtplan.spec.models import API_VERSION, HOST, Lab
 
 CREATABLE = {"veth", "macvlan", "bridge"}
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from passtplan.errors import SpecError
-from passtplan.spec.loader import LoadedLab, load_lab
+from passtplan.lang.loader import LoadedLab, load_lab
 
 
 def run(paths: list[Path]) -> int:

@@ -23,9 +23,9 @@ from pathlib import Path
 from passtplan import resources as res
 from passtplan.desired import Desired
 from passtplan.guest import checksum
+from passtplan.lang.models import VM_PREFIX, Check
 from passtplan.providers import kernel
 from passtplan.providers.session import namespace_file
-from passtplan.spec.models import VM_PREFIX, Check
 
 RETRY_EVERY = 0.2  # seconds between attempts while a check has time left
 GREETING_WAIT = 0.5  # how long a TCP probe lets the server speak first

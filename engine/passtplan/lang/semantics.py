@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from passtplan.errors import BugError
-from passtplan.spec.models import HOST, VM_PREFIX, Lab, Link, Namespace
-from passtplan.spec.yamlsource import DataPath
+from passtplan.lang.models import HOST, VM_PREFIX, Lab, Link, Namespace
+from passtplan.lang.yamlsource import DataPath
 
 LOOPBACK = "lo"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from passtplan.spec.models import API_VERSION, Lab
+from passtplan.lang.models import API_VERSION, Lab
 
 SCHEMA_ID = "https://passtplan.dev/schemas/lab.schema.json"
 

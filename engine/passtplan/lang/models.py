@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from passtplan.spec.types import (
+from passtplan.lang.types import (
     IP,
     AbsolutePath,
     Address,

@@ -16,10 +16,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from passtplan.errors import Severity, SpecError, SpecIssue
-from passtplan.spec.manifest import VmManifest, read_manifest
-from passtplan.spec.models import API_VERSION, Lab
-from passtplan.spec.semantics import check_lab
-from passtplan.spec.yamlsource import DataPath, YamlDocument, format_path, read_yaml
+from passtplan.lang.manifest import VmManifest, read_manifest
+from passtplan.lang.models import API_VERSION, Lab
+from passtplan.lang.semantics import check_lab
+from passtplan.lang.yamlsource import DataPath, YamlDocument, format_path, read_yaml
 
 
 @dataclass(frozen=True)

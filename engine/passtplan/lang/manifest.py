@@ -13,7 +13,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from passtplan.errors import Severity, SpecIssue
-from passtplan.spec.yamlsource import DataPath, YamlDocument
+from passtplan.lang.yamlsource import DataPath, YamlDocument
 
 KUBEVIRT_API = "kubevirt.io/v1"
 # The three ways KubeVirt has spelled "this interface uses passt", by release (see issue 5):
