@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from passtplan import resources as res
+from passtplan.changes import Plan, fingerprint
 from passtplan.desired import desired_state
 from passtplan.diff import ConflictError, diff
-from passtplan.engine import Plan, fingerprint
 from passtplan.graph import build_graph
 from passtplan.lang.loader import load_lab
 from passtplan.lang.yamlsource import read_yaml

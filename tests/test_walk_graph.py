@@ -6,8 +6,8 @@ import networkx as nx
 import pytest
 
 from passtplan import resources as res
+from passtplan.changes import Action, Change
 from passtplan.desired import Desired
-from passtplan.diff import Action, Change
 from passtplan.graph import CycleError, build_graph
 from passtplan.walk import Status, walk
 

@@ -15,41 +15,13 @@ import dataclasses
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
 from passtplan import resources as res
+from passtplan.changes import Action, Change
 from passtplan.desired import Desired
 from passtplan.errors import PasstplanError
-
-
-class Action(StrEnum):
-    NOOP = "no-op"
-    CREATE = "create"
-    UPDATE = "update"
-    REPLACE = "replace"
-    DELETE = "delete"
-    READ = "read"  # a namespace found only at apply time
-
-
-@dataclass(frozen=True)
-class Change:
-    address: str
-    action: Action
-    before: res.Resource | None
-    after: res.Resource | None
-    reason: str = ""
-    changed: tuple[str, ...] = ()  # attributes that differ, for update and replace
-    deferred: bool = False  # its namespace is found at apply time: values known after apply
-    covered_by: str | None = None  # removed by removing this (a netns, the other veth end)
-
-    @property
-    def resource(self) -> res.Resource:
-        found = self.after or self.before
-        if found is None:
-            raise PasstplanError(f"change {self.address} has neither before nor after")
-        return found
 
 
 class ConflictError(PasstplanError):

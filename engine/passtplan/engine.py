@@ -5,7 +5,6 @@ each stage's logic lives in its own module.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import os
 import resource
@@ -15,11 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import networkx as nx
-
 from passtplan import resources as res
+from passtplan.changes import Action, ApplyReport, Change, Plan, fingerprint
 from passtplan.desired import Desired, desired_state, lab_id
-from passtplan.diff import Action, Change, diff
+from passtplan.diff import diff
 from passtplan.errors import PasstplanError
 from passtplan.graph import build_graph, coalesce
 from passtplan.kubevirt import Install, passt_form_error
@@ -38,38 +36,6 @@ from passtplan.providers.vm_kubevirt import (
     this_node,
 )
 from passtplan.walk import Outcome, Status, walk
-
-SAVED_PLAN_KIND = "passtplan-saved-plan"
-FORMAT_VERSION = "1.0"
-
-
-@dataclass
-class Plan:
-    loaded: LoadedLab
-    desired: Desired
-    state: res.State
-    changes: list[Change]
-    fingerprint: str
-    graph: nx.DiGraph  # the changes in dependency order, coalesced for batching
-    destroy: bool = False
-    node: str | None = None  # this node's name, when the lab has VMs on a cluster
-
-    @property
-    def pending(self) -> list[Change]:
-        return [c for c in self.changes if c.action is not Action.NOOP]
-
-
-@dataclass
-class ApplyReport:
-    plan: Plan
-    outcomes: list[tuple[Change, Outcome]]
-    verify_errors: list[str]
-    seconds: float
-    walk_seconds: float = 0.0  # executing the actions, without verification
-
-    @property
-    def ok(self) -> bool:
-        return not self.verify_errors and all(o.status is Status.DONE for _, o in self.outcomes)
 
 
 def require_root(command: str) -> None:
@@ -201,28 +167,6 @@ def _make_plan(
     graph = coalesce(build_graph(changes, desired))
     node = cluster.node if cluster is not None else None
     return Plan(loaded, desired, state, changes, fingerprint(state), graph, destroy, node)
-
-
-def fingerprint(state: res.State) -> str:
-    """A hash of everything observed: a saved plan is only applied to the state it was made on.
-
-    Resources are frozen dataclasses whose repr lists every field in order; sorted, their reprs
-    are a canonical text of the state at a fraction of the cost of converting them to dicts.
-    """
-    digest = hashlib.sha256()
-    for name, ns in sorted(state.namespaces.items()):
-        digest.update(f"{name}={ns is not None}\n".encode())
-        if ns is None:
-            continue
-        parts = [repr(ns.namespace), *sorted(map(repr, ns.links.values()))]
-        parts += sorted(map(repr, ns.addresses)) + sorted(map(repr, ns.routes))
-        parts += [f"{k}={v}" for k, v in sorted(ns.sysctls.items())]
-        digest.update("\n".join(parts).encode())
-    owned = state.owned
-    for group in (owned.namespaces, owned.addresses, owned.routes):
-        digest.update("\n".join(sorted(group)).encode() + b"\0")
-    digest.update(json.dumps(owned.sysctls, sort_keys=True).encode())
-    return digest.hexdigest()
 
 
 def apply_plan(
@@ -364,14 +308,3 @@ def write_journal(store: OwnershipStore, results: list[tuple[Change, Outcome]]) 
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as journal:
         journal.write(json.dumps({"time": time.time(), "entries": entries}) + "\n")
-
-
-def read_saved_plan(path: Path) -> dict[str, object] | None:
-    """The saved plan in `path`, or None when the file is a lab rather than a saved plan."""
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if isinstance(data, dict) and data.get("kind") == SAVED_PLAN_KIND:
-        return data
-    return None

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import networkx as nx
 
 from passtplan import resources as res
+from passtplan.changes import Action, Change
 from passtplan.desired import Desired
-from passtplan.diff import Action, Change, route_dev
+from passtplan.diff import route_dev
 from passtplan.errors import PasstplanError
 
 MAKING = {Action.CREATE, Action.UPDATE, Action.REPLACE, Action.NOOP, Action.READ}

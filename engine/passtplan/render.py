@@ -4,13 +4,11 @@ strings out; computing a diff and showing it stay apart.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 
 from passtplan import resources as res
-from passtplan.diff import Action, Change
-from passtplan.engine import FORMAT_VERSION, SAVED_PLAN_KIND, ApplyReport, Plan
+from passtplan.changes import Action, ApplyReport, Change, Plan, plan_document, plan_summary
 from passtplan.providers.checks import CheckResult
 from passtplan.walk import Status
 
@@ -30,24 +28,8 @@ VERB = {
     Action.READ: "will be read during apply",
     Action.NOOP: "is unchanged",
 }
-JSON_ACTIONS = {
-    Action.CREATE: ["create"],
-    Action.DELETE: ["delete"],
-    Action.UPDATE: ["update"],
-    Action.REPLACE: ["delete", "create"],
-    Action.READ: ["read"],
-    Action.NOOP: ["no-op"],
-}
 KNOWN_AFTER_APPLY = "(known after apply)"
 HIDDEN = {"namespace", "name", "link", "owner"}
-
-
-def summary(changes: list[Change]) -> str:
-    count = Counter(c.action for c in changes)
-    add = count[Action.CREATE] + count[Action.REPLACE]
-    change = count[Action.UPDATE]
-    destroy = count[Action.DELETE] + count[Action.REPLACE]
-    return f"Plan: {add} to add, {change} to change, {destroy} to destroy."
 
 
 def cluster_vms_text(plan: Plan) -> str:
@@ -81,7 +63,7 @@ def plan_text(plan: Plan) -> str:
     for change in pending:
         lines += change_text(change)
         lines.append("")
-    lines.append(summary(pending))
+    lines.append(plan_summary(pending))
     return "\n".join(lines) + "\n"
 
 
@@ -129,43 +111,8 @@ def _value(value: object) -> str:
     return str(value)
 
 
-def change_json(change: Change) -> dict[str, object]:
-    return {
-        "address": change.address,
-        "type": change.address.split(".", 1)[0],
-        "actions": JSON_ACTIONS[change.action],
-        "before": res.attributes(change.before),
-        "after": res.attributes(change.after),
-        "after_unknown": change.deferred,
-        "reason": change.reason,
-        "covered_by": change.covered_by,
-    }
-
-
 def plan_json(plan: Plan) -> str:
-    data = {
-        "format_version": FORMAT_VERSION,
-        "lab": plan.desired.lab,
-        "sandbox": plan.desired.sandbox,
-        "fingerprint": plan.fingerprint,
-        "changes": [change_json(c) for c in plan.changes],
-        "summary": summary(plan.pending),
-    }
-    return json.dumps(data, indent=2) + "\n"
-
-
-def saved_plan(plan: Plan) -> str:
-    data = {
-        "format_version": FORMAT_VERSION,
-        "kind": SAVED_PLAN_KIND,
-        "lab": str(plan.loaded.path.resolve()),
-        "lab_sha256": hashlib.sha256(plan.loaded.path.read_bytes()).hexdigest(),
-        "sandbox": plan.desired.sandbox,
-        "destroy": plan.destroy,
-        "fingerprint": plan.fingerprint,
-        "changes": [change_json(c) for c in plan.changes],
-    }
-    return json.dumps(data, indent=2) + "\n"
+    return json.dumps(plan_document(plan), indent=2) + "\n"
 
 
 def checks_text(results: list[CheckResult]) -> str:

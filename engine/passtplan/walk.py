@@ -12,8 +12,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import networkx as nx
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 class Status(StrEnum):
@@ -57,7 +59,7 @@ def walk(
                 if waiting[successor] == 0 and successor not in outcomes:
                     ready.append(successor)
             return
-        for below in sorted(nx.descendants(graph, node)):
+        for below in sorted(_descendants(graph, node)):
             if below not in outcomes:
                 outcomes[below] = Outcome(
                     below, Status.SKIPPED, f"upstream dependency {node} failed"
@@ -93,3 +95,14 @@ def _run(visit: Callable[[str], str], node: str) -> Outcome:
     except Exception as exc:
         return Outcome(node, Status.FAILED, str(exc), time.perf_counter() - started)
     return Outcome(node, Status.DONE, note, time.perf_counter() - started)
+
+
+def _descendants(graph: nx.DiGraph, node: str) -> set[str]:
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        for successor in graph.successors(stack.pop()):
+            if successor not in found:
+                found.add(successor)
+                stack.append(successor)
+    return found

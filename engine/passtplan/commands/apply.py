@@ -6,15 +6,14 @@ import hashlib
 import sys
 from pathlib import Path
 
+from passtplan.changes import Plan, read_saved_plan
 from passtplan.commands.check import run_lab_checks
 from passtplan.commands.common import confirm, load
 from passtplan.engine import (
     ClusterFlags,
-    Plan,
     apply_plan,
     cluster_context,
     make_plan,
-    read_saved_plan,
     require_root,
     store_for,
 )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from passtplan.changes import saved_plan
 from passtplan.commands.common import load
 from passtplan.engine import ClusterFlags, cluster_context, make_plan, require_root, store_for
 from passtplan.providers.session import Session
-from passtplan.render import plan_json, plan_text, saved_plan
+from passtplan.render import plan_json, plan_text
 
 CHANGES_EXIT = 2
 

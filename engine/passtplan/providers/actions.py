@@ -13,8 +13,8 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from passtplan import resources as res
+from passtplan.changes import Action, Change
 from passtplan.desired import Desired
-from passtplan.diff import Action, Change
 from passtplan.errors import PasstplanError
 from passtplan.providers import kernel, rtnl
 from passtplan.providers.observe import read_sysctls, sysctl_path
