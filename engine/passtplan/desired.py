@@ -9,12 +9,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 from passtplan import resources as res
 from passtplan.lang import models as spec
 from passtplan.lang.manifest import Port, VmManifest
 from passtplan.lang.semantics import split_ref
+from passtplan.subnets import SubnetIndex
 
 
 @dataclass
@@ -29,6 +31,22 @@ class Desired:
     absent_routes: dict[str, res.Route] = field(default_factory=dict)
     sysctls: dict[str, res.Sysctl] = field(default_factory=dict)
     vms: dict[str, res.Vm | res.ClusterVm] = field(default_factory=dict)
+
+    def route_dev(self, route: res.Route) -> str | None:
+        """The link a route leaves through: its dev, or the link whose address's subnet holds
+        its gateway."""
+        if route.dev is not None or route.via is None:
+            return route.dev
+        return next(self._address_subnets.holding(route.namespace, route.via), None)
+
+    @cached_property
+    def _address_subnets(self) -> SubnetIndex[str]:
+        """Links by the subnets of their addresses, per namespace (the lab is complete by the
+        time anything asks)."""
+        index: SubnetIndex[str] = SubnetIndex()
+        for address in self.addresses.values():
+            index.add(address.namespace, address.cidr, address.link)
+        return index
 
     @property
     def owner(self) -> str:
@@ -180,7 +198,9 @@ def desired_link(owner: str, ns: str, name: str, link: spec.Link) -> res.Link:
 
 def desired_route(ns: str, route: spec.Route) -> res.Route:
     family: Literal[4, 6] = 6 if route.family == 6 else 4
-    to = route.to if route.to == "default" else str(ipaddress.ip_network(route.to))
+    # `::/0` and `0.0.0.0/0` are `default`, as observation writes them.
+    network = None if route.to == "default" else ipaddress.ip_network(route.to)
+    to = "default" if network is None or network.prefixlen == 0 else str(network)
     return res.Route(
         namespace=ns,
         to=to,

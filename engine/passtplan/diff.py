@@ -12,7 +12,6 @@ Rules, in the spirit of nmstate and Terraform:
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,6 +21,7 @@ from passtplan import resources as res
 from passtplan.changes import Action, Change
 from passtplan.desired import Desired
 from passtplan.errors import PasstplanError
+from passtplan.subnets import SubnetIndex
 
 
 class ConflictError(PasstplanError):
@@ -62,14 +62,13 @@ class _Diff:
         return {a for ns in self.state.namespaces.values() if ns is not None for a in ns.addresses}
 
     @cached_property
-    def deleted_subnets(self) -> dict[str, list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+    def deleted_subnets(self) -> SubnetIndex[str]:
         """Per namespace, the subnets of addresses this plan deletes (computed once routes are
         planned, after every address change is known)."""
-        found: dict[str, list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {}
+        found: SubnetIndex[str] = SubnetIndex()
         for change in self.changes.values():
             if change.action is Action.DELETE and isinstance(change.before, res.Address):
-                subnet = ipaddress.ip_interface(change.before.cidr).network
-                found.setdefault(change.before.namespace, []).append(subnet)
+                found.add(change.before.namespace, change.before.cidr, change.address)
         return found
 
 
@@ -276,10 +275,6 @@ def _remove_veth_peer(
         _remove_link(work, other, reason, covered_by=covered_by)
 
 
-REPLACE_FIELDS = ("kind", "parent", "mode", "peer")
-UPDATE_FIELDS = ("up", "mtu", "mac", "master")
-
-
 def _link_change(work: _Diff, link: res.Link, current: res.Link | None) -> None:
     ref = (link.namespace, link.name)
     if current is None:
@@ -299,7 +294,7 @@ def _link_change(work: _Diff, link: res.Link, current: res.Link | None) -> None:
             work.add(Change(link.address, Action.CREATE, None, link, "not present"))
             work.recreated.add(ref)
         return
-    replace = _differing(link, current, REPLACE_FIELDS)
+    replace = res.replace_fields(link, current)
     if replace:
         if current.owner != link.owner or link.owner is None:
             made = f"made by {current.owner}" if current.owner else "not made by this lab"
@@ -321,7 +316,7 @@ def _link_change(work: _Diff, link: res.Link, current: res.Link | None) -> None:
         )
         work.recreated.add(ref)
         return
-    update = _differing(link, current, UPDATE_FIELDS)
+    update = res.update_fields(link, current)
     if update:
         work.add(
             Change(
@@ -330,14 +325,6 @@ def _link_change(work: _Diff, link: res.Link, current: res.Link | None) -> None:
         )
     else:
         work.add(Change(link.address, Action.NOOP, current, link))
-
-
-def _differing(want: object, have: object, names: Iterable[str]) -> tuple[str, ...]:
-    return tuple(
-        name
-        for name in names
-        if getattr(want, name) is not None and getattr(want, name) != getattr(have, name)
-    )
 
 
 def _describe(names: tuple[str, ...], want: object, have: object) -> str:
@@ -351,34 +338,36 @@ def _show(value: object) -> str:
 
 
 def _cascade_recreation(work: _Diff) -> None:
-    """Recreating a link destroys what hangs on it: macvlans on it, the other end of its veth."""
-    changed = True
-    while changed:
-        changed = False
-        for link in work.desired.links.values():
+    """Recreating a link destroys what hangs on it: the links on it (macvlans, macvtaps, vxlans
+    over it), the other end of its veth; and what hangs on those, followed link by link."""
+    hanging: dict[res.Ref, list[tuple[res.Link, str]]] = {}
+    for link in work.desired.links.values():
+        if link.parent is not None:
+            hanging.setdefault(link.parent, []).append((link, "its parent"))
+        if link.dev is not None:
+            hanging.setdefault((link.namespace, link.dev), []).append((link, "its dev"))
+        if link.kind == "veth" and link.peer is not None:
+            hanging.setdefault(link.peer, []).append((link, "its veth peer"))
+    pending = sorted(work.recreated)
+    while pending:
+        for link, what in hanging.get(pending.pop(), ()):
             ref = (link.namespace, link.name)
             if ref in work.recreated:
                 continue
-            lost = (link.parent in work.recreated) or (
-                link.kind == "veth" and link.peer in work.recreated
-            )
-            if lost:
-                current = work.changes[link.address].before
-                what = "its parent" if link.parent in work.recreated else "its veth peer"
-                reason = f"{what} is recreated"
-                action = Action.CREATE if current is None else Action.REPLACE
-                work.add(
-                    Change(
-                        link.address,
-                        action,
-                        current,
-                        link,
-                        reason,
-                        deferred=work.changes[link.address].deferred,
-                    )
+            planned = work.changes[link.address]
+            current = planned.before
+            work.add(
+                Change(
+                    link.address,
+                    Action.CREATE if current is None else Action.REPLACE,
+                    current,
+                    link,
+                    f"{what} is recreated",
+                    deferred=planned.deferred,
                 )
-                work.recreated.add(ref)
-                changed = True
+            )
+            work.recreated.add(ref)
+            pending.append(ref)
 
 
 def _addresses(work: _Diff) -> None:
@@ -413,20 +402,6 @@ def _addresses(work: _Diff) -> None:
                     _delete(work, address, OWNED_REASON)
 
 
-def route_dev(route: res.Route, desired: Desired) -> str | None:
-    """The link a route leaves through: its dev, or the link whose address covers its gateway."""
-    if route.dev is not None or route.via is None:
-        return route.dev
-    gateway = ipaddress.ip_address(route.via)
-    for address in desired.addresses.values():
-        if (
-            address.namespace == route.namespace
-            and gateway in ipaddress.ip_interface(address.cidr).network
-        ):
-            return address.link
-    return None
-
-
 def _routes(work: _Diff) -> None:
     desired = work.desired
     for route in sorted(desired.routes.values(), key=lambda r: r.address):
@@ -453,7 +428,7 @@ def _observed_route(work: _Diff, route: res.Route) -> res.Route | None:
 
 def _route_change(work: _Diff, route: res.Route) -> Change:
     current = _observed_route(work, route)
-    dev = route_dev(route, work.desired)
+    dev = work.desired.route_dev(route)
     deferred = _deferred(work, route.namespace)
     if dev is not None and (route.namespace, dev) in work.recreated:
         return Change(
@@ -498,8 +473,7 @@ def _gateway_lost(work: _Diff, route: res.Route) -> bool:
     """The kernel drops a route when the address whose subnet holds its gateway goes."""
     if route.via is None:
         return False
-    gateway = ipaddress.ip_address(route.via)
-    return any(gateway in subnet for subnet in work.deleted_subnets.get(route.namespace, ()))
+    return next(work.deleted_subnets.holding(route.namespace, route.via), None) is not None
 
 
 def _route_differs(want: res.Route, have: res.Route) -> tuple[str, ...]:
@@ -552,7 +526,12 @@ def _sysctls(work: _Diff) -> None:
         after = res.Sysctl(namespace, name, original)
         work.add(
             Change(
-                address, Action.DELETE, before, after, f"no longer in the plan: restore {original}"
+                address,
+                Action.UPDATE,
+                before,
+                after,
+                f"no longer in the plan: restore {original}",
+                ("value",),
             )
         )
 

@@ -24,6 +24,7 @@ from passtplan.kubevirt import Install, passt_form_error
 from passtplan.lang.loader import LoadedLab
 from passtplan.providers import kernel
 from passtplan.providers.actions import Applier
+from passtplan.providers.context import ApplyContext
 from passtplan.providers.observe import observe
 from passtplan.providers.ownership import OwnershipStore
 from passtplan.providers.resolve import NodePaths
@@ -191,7 +192,7 @@ def _apply_plan(
 ) -> ApplyReport:
     started = time.perf_counter()
     graph = plan.graph
-    applier = Applier(session, plan.desired, store, cluster)
+    applier = Applier(ApplyContext(session, plan.desired, store, cluster))
     members: dict[str, Outcome] = {}
 
     def visit(node: str) -> str:

@@ -8,16 +8,17 @@ namespace, links go before links come, as nmstate removes absent interfaces firs
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
+from typing import assert_never
 
 import networkx as nx
 
 from passtplan import resources as res
 from passtplan.changes import Action, Change
 from passtplan.desired import Desired
-from passtplan.diff import route_dev
 from passtplan.errors import PasstplanError
+from passtplan.providers import ipconfig, link, netns, sysctl, vm
+from passtplan.subnets import SubnetIndex
 
 MAKING = {Action.CREATE, Action.UPDATE, Action.REPLACE, Action.NOOP, Action.READ}
 FINDING = {Action.CREATE, Action.READ, Action.REPLACE}
@@ -30,35 +31,22 @@ class CycleError(PasstplanError):
 
 
 def dependencies(resource: res.Resource, desired: Desired) -> Iterator[str]:
-    """Addresses of what must exist before `resource` can."""
-    if isinstance(resource, res.Namespace):
-        if resource.resolve is not None and resource.resolve[0] == "vm":
-            yield f"vm.{resource.resolve[1]}"  # the launcher pod's namespace is the VM's
-        return
-    if isinstance(resource, res.ClusterVm):
-        return
-    if isinstance(resource, res.Vm):
-        if resource.node is not None:
-            yield f"netns.{resource.node}"  # the CNI's host end of the pod's eth0 lives there
-        return
-    yield f"netns.{resource.namespace}"
-    if isinstance(resource, res.Link):
-        if resource.master:
-            yield f"link.{resource.namespace}/{resource.master}"
-        if resource.parent is not None:
-            yield f"netns.{resource.parent[0]}"
-            yield "link.{}/{}".format(*resource.parent)
-        if resource.peer is not None:
-            yield f"netns.{resource.peer[0]}"
-            peer = "link.{}/{}".format(*resource.peer)
-            if peer < resource.address:
-                yield peer  # the lower-named end makes the pair; the other waits for it
-    elif isinstance(resource, res.Address):
-        yield f"link.{resource.namespace}/{resource.link}"
-    elif isinstance(resource, res.Route):
-        dev = route_dev(resource, desired)
-        if dev is not None:
-            yield f"link.{resource.namespace}/{dev}"
+    """Addresses of what must exist before `resource` can: each family's own rule."""
+    match resource:
+        case res.Namespace():
+            return netns.depends_on(resource)
+        case res.Link():
+            return link.depends_on(resource)
+        case res.Address():
+            return ipconfig.address_depends_on(resource)
+        case res.Route():
+            return ipconfig.route_depends_on(resource, desired)
+        case res.Sysctl():
+            return sysctl.depends_on(resource)
+        case res.Vm() | res.ClusterVm():
+            return vm.depends_on(resource)
+        case _:
+            assert_never(resource)
 
 
 def build_graph(changes: list[Change], desired: Desired) -> nx.DiGraph:
@@ -118,6 +106,9 @@ def _vm_contents_first(graph: nx.DiGraph, changes: list[Change]) -> None:
 
 
 def _absent_first(graph: nx.DiGraph, changes: list[Change]) -> None:
+    """Within a namespace, links go before links come (nmstate's order): each removal of a
+    namespace that also gains links runs before those additions, unless one of the additions
+    must come first (it is an ancestor of the removal), which would make a cycle."""
     going: dict[str, list[str]] = {}
     coming: dict[str, list[str]] = {}
     for change in changes:
@@ -128,11 +119,26 @@ def _absent_first(graph: nx.DiGraph, changes: list[Change]) -> None:
             going.setdefault(namespace, []).append(change.address)
         elif change.action in (Action.CREATE, Action.REPLACE):
             coming.setdefault(namespace, []).append(change.address)
-    for namespace, deletes in going.items():
-        for delete in deletes:
-            for create in coming.get(namespace, []):
-                if not nx.has_path(graph, create, delete):
-                    graph.add_edge(delete, create)
+    for namespace in sorted(going.keys() & coming.keys()):
+        creates = coming[namespace]
+        after_creates = _reachable(graph, creates)
+        for delete in going[namespace]:
+            if delete in after_creates:
+                continue
+            for create in creates:
+                graph.add_edge(delete, create)
+
+
+def _reachable(graph: nx.DiGraph, sources: list[str]) -> set[str]:
+    """Every node reachable from `sources` (sources included): one search for all of them."""
+    found = set(sources)
+    stack = list(sources)
+    while stack:
+        for successor in graph.successors(stack.pop()):
+            if successor not in found:
+                found.add(successor)
+                stack.append(successor)
+    return found
 
 
 BATCHABLE = ("address.", "route.")
@@ -172,20 +178,17 @@ def coalesce(graph: nx.DiGraph) -> nx.DiGraph:
 
 def _gateway_addresses_first(graph: nx.DiGraph, changes: list[Change]) -> None:
     """A route is (re)made after any address change in the subnet of its gateway."""
-    addresses = [
-        c for c in changes if isinstance(c.resource, res.Address) and c.action is not Action.NOOP
-    ]
+    subnets: SubnetIndex[str] = SubnetIndex()
+    for change in changes:
+        address = change.resource
+        if isinstance(address, res.Address) and change.action is not Action.NOOP:
+            subnets.add(address.namespace, address.cidr, change.address)
     for change in changes:
         route = change.after
         if not isinstance(route, res.Route) or route.via is None or change.action not in MAKING:
             continue
-        gateway = ipaddress.ip_address(route.via)
-        for other in addresses:
-            address = other.resource
-            assert isinstance(address, res.Address)
-            subnet = ipaddress.ip_interface(address.cidr).network
-            if address.namespace == route.namespace and gateway in subnet:
-                graph.add_edge(other.address, change.address)
+        for made in subnets.holding(route.namespace, route.via):
+            graph.add_edge(made, change.address)
 
 
 def _cycle(graph: nx.DiGraph) -> list[str]:

@@ -40,20 +40,77 @@ class Namespace:
 class Link:
     namespace: str
     name: str
-    kind: str | None = None  # veth | macvlan | bridge | another kernel kind | None (a device)
+    kind: str | None = None  # a kind of LINK_KINDS, another kernel kind, or None (a device)
     up: bool | None = None
     mtu: int | None = None
     mac: str | None = None
     master: str | None = None  # a link in the same namespace; "" means no master
-    parent: Ref | None = None  # macvlan
-    mode: str | None = None  # macvlan
+    parent: Ref | None = None  # macvlan, macvtap
+    mode: str | None = None  # macvlan, macvtap
     peer: Ref | None = None  # veth
+    vni: int | None = None  # vxlan
+    remote: str | None = None  # vxlan: the unicast peer
+    group: str | None = None  # vxlan: the multicast group
+    local: str | None = None  # vxlan: the source address
+    dstport: int | None = None  # vxlan: the UDP port
+    dev: str | None = None  # vxlan: the underlay link, in the same namespace
+    tap_owner: int | None = None  # tap: the uid that may open it
     owner: str | None = None  # the lab whose mark the link carries
     ifindex: int = 0  # observed only
 
     @property
     def address(self) -> str:
         return f"link.{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class LinkKind:
+    """What the engine knows of a kind of link it creates: which of its own fields force a
+    replace when they differ, and which the kernel changes in place. Every kind also has the
+    common fields, changed in place: COMMON_UPDATE."""
+
+    replace: tuple[str, ...] = ()
+    update: tuple[str, ...] = ()
+
+
+COMMON_UPDATE = ("up", "mtu", "mac", "master")
+LINK_KINDS: dict[str, LinkKind] = {
+    "veth": LinkKind(replace=("peer",)),
+    "bridge": LinkKind(),
+    "macvlan": LinkKind(replace=("parent",), update=("mode",)),
+    "macvtap": LinkKind(replace=("parent",), update=("mode",)),
+    "vxlan": LinkKind(replace=("vni", "dstport", "dev"), update=("remote", "group", "local")),
+    "tap": LinkKind(update=("tap_owner",)),
+}
+IN_PLACE_ONLY_BETWEEN = {"mode": "passthru"}  # macvlan: the kernel will not switch to or from it
+
+
+def replace_fields(want: Link, have: Link) -> tuple[str, ...]:
+    """The declared fields that differ and that the kernel cannot change on a live link."""
+    kind = LINK_KINDS.get(want.kind or "")
+    names = ("kind", *(kind.replace if kind else ()))
+    found = tuple(n for n in names if _declared_and_differs(want, have, n))
+    moved = tuple(
+        n
+        for n, fixed in IN_PLACE_ONLY_BETWEEN.items()
+        if kind is not None
+        and n in kind.update
+        and _declared_and_differs(want, have, n)
+        and fixed in (getattr(want, n), getattr(have, n))
+    )
+    return found + moved
+
+
+def update_fields(want: Link, have: Link) -> tuple[str, ...]:
+    """The declared fields that differ and that the kernel changes in place."""
+    kind = LINK_KINDS.get(want.kind or "") if want.kind == have.kind else None
+    names = (*COMMON_UPDATE, *(kind.update if kind else ()))
+    return tuple(n for n in names if _declared_and_differs(want, have, n))
+
+
+def _declared_and_differs(want: object, have: object, name: str) -> bool:
+    value = getattr(want, name)
+    return value is not None and value != getattr(have, name)
 
 
 @dataclass(frozen=True)

@@ -77,11 +77,20 @@ def test_link_down_and_mac(lab: Lab) -> None:
     assert "UP" not in link["flags"]
 
 
-def test_macvlan_mode_change_replaces_it_and_its_address(lab: Lab) -> None:
+def test_macvlan_mode_change_is_made_in_place(lab: Lab) -> None:
+    index = ip_json("link", "show", "mv0", netns=lab.netns("a"))[0]["ifindex"]
     edit(lab, "mode: bridge", "mode: private")
-    converge(lab, {"link.a/mv0": ["delete", "create"], "address.a/mv0[10.1.0.2/24]": ["create"]})
+    converge(lab, {"link.a/mv0": ["update"]})
     details = ip_json("-d", "link", "show", "mv0", netns=lab.netns("a"))[0]
     assert details["linkinfo"]["info_data"]["mode"] == "private"
+    assert details["ifindex"] == index  # the same link: its address stayed on it
+
+
+def test_macvlan_mode_change_to_passthru_replaces_it_and_its_address(lab: Lab) -> None:
+    edit(lab, "mode: bridge", "mode: passthru")
+    converge(lab, {"link.a/mv0": ["delete", "create"], "address.a/mv0[10.1.0.2/24]": ["create"]})
+    details = ip_json("-d", "link", "show", "mv0", netns=lab.netns("a"))[0]
+    assert details["linkinfo"]["info_data"]["mode"] == "passthru"
 
 
 def test_veth_peer_change_replaces_both_ends(lab: Lab) -> None:

@@ -15,7 +15,7 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count
 
@@ -193,20 +193,32 @@ class LinkInfo:
     link: int
     link_netnsid: int | None
     alias: str | None
-    mode: str | None
+    data: dict[str, object]  # the kind's own settings (IFLA_INFO_DATA), as res.Link fields
+
+
+def _macvlan_data(data: dict[int, memoryview]) -> dict[str, object]:
+    return {"mode": MACVLAN_MODES.get(_u32(data.get(IFLA_MACVLAN_MODE)))}
+
+
+# IFLA_INFO_DATA decoders by kind: each returns res.Link fields.
+KIND_DATA: dict[str, Callable[[dict[int, memoryview]], dict[str, object]]] = {
+    "macvlan": _macvlan_data,
+}
 
 
 def decode_link(payload: memoryview) -> LinkInfo:
     _, _, index, flags, _ = IFINFO.unpack_from(payload)
     found = attributes(payload, IFINFO.size)
-    kind = mode = None
+    kind = None
+    data: dict[str, object] = {}
     info = found.get(IFLA_LINKINFO)
     if info is not None:
         nested = attributes(info, 0)
         kind = _string(nested.get(IFLA_INFO_KIND))
-        data = nested.get(IFLA_INFO_DATA)
-        if kind == "macvlan" and data is not None:
-            mode = MACVLAN_MODES.get(_u32(attributes(data, 0).get(IFLA_MACVLAN_MODE)))
+        decoder = KIND_DATA.get(kind or "")
+        if decoder is not None:
+            raw = nested.get(IFLA_INFO_DATA)
+            data = decoder(attributes(raw, 0) if raw is not None else {})
     mac = found.get(IFLA_ADDRESS)
     netnsid = found.get(IFLA_LINK_NETNSID)
     return LinkInfo(
@@ -220,7 +232,7 @@ def decode_link(payload: memoryview) -> LinkInfo:
         link=_u32(found.get(IFLA_LINK)),
         link_netnsid=None if netnsid is None else struct.unpack_from("=i", netnsid)[0],
         alias=_string(found.get(IFLA_IFALIAS)),
-        mode=mode,
+        data=data,
     )
 
 
