@@ -32,6 +32,7 @@ from passtplan.walk import Outcome, Status
 if TYPE_CHECKING:
     from passtplan.desired import Desired
     from passtplan.lang.loader import LoadedLab
+    from passtplan.verify import VerifyError
 
 SAVED_PLAN_KIND = "passtplan-saved-plan"
 FORMAT_VERSION = "1.0"
@@ -85,7 +86,7 @@ class Plan:
 class ApplyReport:
     plan: Plan
     outcomes: list[tuple[Change, Outcome]]
-    verify_errors: list[str]
+    verify_errors: list[VerifyError]
     seconds: float
     walk_seconds: float = 0.0  # executing the actions, without verification
 

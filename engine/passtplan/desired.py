@@ -219,7 +219,28 @@ def _add_implied_veth_ends(desired: Desired) -> None:
         if link.kind != "veth" or link.peer is None:
             continue
         ns, name = link.peer
+        # Default settings include no master: a port dropped from the lab leaves its bridge.
         other = res.Link(
-            ns, name, "veth", up=True, peer=(link.namespace, link.name), owner=desired.owner
+            ns,
+            name,
+            "veth",
+            up=True,
+            master="",
+            peer=(link.namespace, link.name),
+            owner=desired.owner,
         )
         desired.links.setdefault(other.address, other)
+
+
+def destroy_target(desired: Desired) -> Desired:
+    """What is left wanted when destroying: nothing but the namespaces the lab never creates.
+
+    In the sandbox a namespace found through a VM is that VM's pod, which goes with the VM.
+    """
+    kept = {
+        name: ns
+        for name, ns in desired.namespaces.items()
+        if ns.role is not res.NamespaceRole.CREATED
+        and not (desired.sandbox and ns.resolve is not None and ns.resolve[0] == "vm")
+    }
+    return Desired(desired.lab, desired.sandbox, namespaces=kept)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from passtplan import resources as res
 from passtplan.changes import Action, ApplyReport, Change, Plan, fingerprint
-from passtplan.desired import Desired, desired_state, lab_id
+from passtplan.desired import Desired, desired_state, destroy_target, lab_id
 from passtplan.diff import diff
 from passtplan.errors import PasstplanError
 from passtplan.graph import build_graph, coalesce
@@ -36,6 +36,7 @@ from passtplan.providers.vm_kubevirt import (
     observe_vms,
     this_node,
 )
+from passtplan.verify import VerifyError, verify
 from passtplan.walk import Outcome, Status, walk
 
 
@@ -54,20 +55,6 @@ def store_for(loaded: LoadedLab, *, sandbox: bool) -> OwnershipStore:
 def open_files_limit() -> int:
     """The hard open-files limit, which passt is started with in the sandbox."""
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-
-
-def destroy_target(desired: Desired) -> Desired:
-    """What is left wanted when destroying: nothing but the namespaces the lab never creates.
-
-    In the sandbox a namespace found through a VM is that VM's pod, which goes with the VM.
-    """
-    kept = {
-        name: ns
-        for name, ns in desired.namespaces.items()
-        if ns.role is not res.NamespaceRole.CREATED
-        and not (desired.sandbox and ns.resolve is not None and ns.resolve[0] == "vm")
-    }
-    return Desired(desired.lab, desired.sandbox, namespaces=kept)
 
 
 @contextmanager
@@ -231,38 +218,20 @@ def _apply_plan(
     order = {c.address: i for i, c in enumerate(plan.changes)}
     results.sort(key=lambda pair: order[pair[0].address])
     write_journal(store, results)
-    verify_errors: list[str] = []
+    verify_errors: list[VerifyError] = []
     if all(o.status is Status.DONE for _, o in results):
-        verify_errors = verify(plan, session, store, cluster)
+        verify_errors = verify_live(plan, session, store, cluster)
         if plan.destroy and not verify_errors:
             detach_found_namespaces(plan.desired, session)
             store.forget_all()  # nothing of the lab is left: neither record nor journal
     return ApplyReport(plan, results, verify_errors, time.perf_counter() - started, walked)
 
 
-def verify(
+def verify_live(
     plan: Plan, session: Session, store: OwnershipStore, cluster: ClusterContext | None = None
-) -> list[str]:
-    """Re-read the live state and compare every declared attribute, as nmstate does."""
-    state = _observe(plan.desired, session, store, cluster)
-    errors = []
-    for change in diff(plan.desired, state):
-        if change.action is Action.NOOP:
-            continue
-        if change.action is Action.UPDATE and change.changed:
-            for name in change.changed:
-                want = getattr(change.after, name)
-                have = getattr(change.before, name)
-                errors.append(f"{change.address}: {name}: want {want}, have {have}")
-        elif change.action is Action.CREATE:
-            errors.append(f"{change.address}: missing after apply")
-        elif change.action is Action.DELETE:
-            errors.append(f"{change.address}: still present after apply")
-        else:
-            errors.append(
-                f"{change.address}: still to {change.action} after apply ({change.reason})"
-            )
-    return errors
+) -> list[VerifyError]:
+    """Re-read the live state and hold it against the lab."""
+    return verify(plan.desired, _observe(plan.desired, session, store, cluster))
 
 
 def detach_found_namespaces(desired: Desired, session: Session) -> None:

@@ -1,0 +1,49 @@
+"""Live state written by hand in YAML, as observe would return it: for the pure stages' tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from passtplan import resources as res
+from passtplan.lang.yamlsource import read_yaml
+
+
+def observed_state(path: Path, lab: str) -> res.State:
+    data: dict[str, Any] = read_yaml(path).data  # type: ignore[assignment]
+    owned = data.get("owned", {})
+    state = res.State(
+        owned=res.Ownership(
+            namespaces=set(owned.get("namespaces", [])),
+            addresses=set(owned.get("addresses", [])),
+            routes=set(owned.get("routes", [])),
+            sysctls=dict(owned.get("sysctls", {})),
+        )
+    )
+    for name, ns in (data.get("namespaces") or {}).items():
+        if ns is None:
+            state.namespaces[name] = None
+            continue
+        role = res.NamespaceRole(ns.get("role", "created"))
+        namespace = res.Namespace(
+            name, None if role is res.NamespaceRole.HOST else f"{lab}-{name}", role
+        )
+        links = {}
+        for index, (link_name, link) in enumerate((ns.get("links") or {}).items(), start=1):
+            fields = dict(link)
+            for key in ("peer", "parent"):
+                if key in fields:
+                    fields[key] = tuple(fields[key].split("/"))
+            fields.setdefault("up", True)
+            fields.setdefault("mtu", 1500)
+            fields.setdefault("master", "")
+            links[link_name] = res.Link(name, link_name, ifindex=index, **fields)
+        addresses = [res.Address(name, *entry.split()) for entry in ns.get("addresses", [])]
+        routes = [res.Route(namespace=name, **route) for route in ns.get("routes", [])]
+        state.namespaces[name] = res.NamespaceState(
+            namespace, links, addresses, routes, dict(ns.get("sysctls", {}))
+        )
+    for name, vm in (data.get("vms") or {}).items():
+        state.vms[name] = res.Vm(name=name, **vm)
+    state.owned.vms = set(owned.get("vms", []))
+    return state
