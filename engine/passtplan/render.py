@@ -129,8 +129,10 @@ def checks_text(results: list[CheckResult]) -> str:
     ]
     count = Counter(r.status for r in results)
     lines.append("")
+    not_run = f", {count['not run']} could not run" if count["not run"] else ""
     lines.append(
-        f"Checks: {count['pass']} passed, {count['fail']} failed, {count['skipped']} skipped."
+        f"Checks: {count['pass']} passed, {count['fail']} failed{not_run}, "
+        f"{count['skipped']} skipped."
     )
     return "\n".join(line.rstrip() for line in lines) + "\n"
 

@@ -217,3 +217,9 @@ def test_drift_in_address_and_route(lab: Lab) -> None:
     assert plan["route.b[10.9.0.0/16]"] == ["create"]  # the kernel dropped it with the address
     lab.apply()
     lab.converged()
+
+
+def test_a_port_dropped_from_the_lab_leaves_its_bridge(lab: Lab) -> None:
+    edit(lab, "      v0: {kind: veth, peer: b/v0, master: br0, mtu: 1500}\n", "")
+    converge(lab, {"link.a/v0": ["update"]})
+    assert "master" not in ip_json("link", "show", "v0", netns=lab.netns("a"))[0]

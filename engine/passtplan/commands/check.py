@@ -7,7 +7,7 @@ from pathlib import Path
 
 from passtplan.commands.common import load
 from passtplan.desired import desired_state
-from passtplan.engine import open_files_limit, require_root
+from passtplan.engine import open_files_limit, require_root, store_for
 from passtplan.lang.loader import LoadedLab
 from passtplan.providers.checks import run_checks
 from passtplan.render import checks_text
@@ -20,7 +20,8 @@ def run(path: Path, *, sandbox: bool) -> int:
 
 
 def run_lab_checks(loaded: LoadedLab, *, sandbox: bool) -> int:
-    """Print the checks' table; 1 if any failed (a skipped check fails nothing)."""
+    """Print the checks' table; 1 if any failed or could not run, or if none could run here: a
+    check that did not run is not a pass (a check of the other mode is skipped, not failed)."""
     if not loaded.lab.checks:
         return 0
     desired = desired_state(
@@ -28,4 +29,24 @@ def run_lab_checks(loaded: LoadedLab, *, sandbox: bool) -> int:
     )
     results = run_checks(loaded.lab.checks, desired)
     sys.stdout.write("\n" + checks_text(results))
+    if all(r.status == "skipped" for r in results):
+        flag = "without --sandbox" if sandbox else "with --sandbox"
+        print(f"No check of lab {loaded.name} runs in this mode; run passtplan check {flag}.")
+        return 1
+    if any(r.status == "not run" for r in results):
+        print(_not_applied_hint(loaded, sandbox=sandbox))
+        return 1
     return 1 if any(r.status == "fail" for r in results) else 0
+
+
+def _not_applied_hint(loaded: LoadedLab, *, sandbox: bool) -> str:
+    """Why checks found nothing to run in: the lab is applied in the other mode, or not at all."""
+    here = "with --sandbox" if sandbox else "on this node"
+    if store_for(loaded, sandbox=not sandbox).path.exists():
+        other = "without --sandbox" if sandbox else "with --sandbox"
+        return (
+            f"Lab {loaded.name} is not applied {here}, but it is {other}: "
+            f"run passtplan check {other}."
+        )
+    flag = " --sandbox" if sandbox else ""
+    return f"Lab {loaded.name} is not applied {here}: run passtplan apply{flag} first."

@@ -35,7 +35,7 @@ CLIENT_GREETING = b"SSH-2.0-passtplan_check\r\n"
 @dataclass(frozen=True)
 class CheckResult:
     check: Check
-    status: str  # "pass", "fail" or "skipped"
+    status: str  # "pass", "fail", "not run" (it should run here, and cannot) or "skipped"
     detail: str
     seconds: float
 
@@ -50,8 +50,10 @@ def run_checks(checks: tuple[Check, ...], desired: Desired) -> list[CheckResult]
 
 def run_check(check: Check, desired: Desired) -> CheckResult:
     source = _source_file(check.source, desired)
+    if isinstance(source, Elsewhere):
+        return CheckResult(check, "skipped", source.why, 0.0)
     if isinstance(source, str):
-        return CheckResult(check, "skipped", source, 0.0)
+        return CheckResult(check, "not run", source, 0.0)
     started = time.monotonic()
     deadline = started + check.timeout
     fd = kernel.open_netns(source)
@@ -66,17 +68,25 @@ def run_check(check: Check, desired: Desired) -> CheckResult:
     return CheckResult(check, "pass" if passed else "fail", detail, time.monotonic() - started)
 
 
-def _source_file(source: str, desired: Desired) -> Path | str:
-    """The namespace file a check runs in, or why it cannot run here."""
+@dataclass(frozen=True)
+class Elsewhere:
+    """A check that runs only in the other mode (the sandbox): skipped here, not failed."""
+
+    why: str
+
+
+def _source_file(source: str, desired: Desired) -> Path | Elsewhere | str:
+    """The namespace file a check runs in, or why it cannot run: in this mode (Elsewhere), or
+    now (the lab is not applied: a str)."""
     if source.startswith(VM_PREFIX):
         vm = desired.vms.get(source.removeprefix(VM_PREFIX))
         if not isinstance(vm, res.Vm):
-            return "runs inside the VM's guest: with --sandbox only"
+            return Elsewhere("runs inside the VM's guest: with --sandbox only")
         path = kernel.netns_path(vm.guest)
         return path if path.exists() else f"the guest of {vm.name} is not running"
     namespace = desired.namespaces.get(source)
     if namespace is None:
-        return "its namespace exists only in the sandbox"
+        return Elsewhere("its namespace exists only in the sandbox")
     found = namespace_file(namespace)
     return found if found is not None else f"namespace {source} does not exist"
 
