@@ -223,3 +223,31 @@ def test_a_port_dropped_from_the_lab_leaves_its_bridge(lab: Lab) -> None:
     edit(lab, "      v0: {kind: veth, peer: b/v0, master: br0, mtu: 1500}\n", "")
     converge(lab, {"link.a/v0": ["update"]})
     assert "master" not in ip_json("link", "show", "v0", netns=lab.netns("a"))[0]
+
+
+IPV6_DEFAULT = """
+apiVersion: passtplan/v1alpha1
+kind: Lab
+metadata: {name: LABNAME}
+namespaces:
+  a:
+    sysctls: {net.ipv6.conf.all.disable_ipv6: "0"}
+    links:
+      v0: {kind: veth, peer: b/v0, addresses: ["fd00::1/64"]}
+  b:
+    links:
+      v0: {kind: veth, peer: a/v0, addresses: ["fd00::2/64"]}
+    routes:
+      - {to: TO, via: "fd00::1"}
+"""
+
+
+@pytest.mark.parametrize("to", ["default", '"::/0"'])
+def test_an_ipv6_default_route_converges(make_lab: Callable[[str], Lab], to: str) -> None:
+    lab = make_lab(IPV6_DEFAULT.replace("TO", to))
+    lab.apply()
+    lab.converged()
+    routes = ip_json("-6", "route", "show", "default", netns=lab.netns("b"))
+    assert [r["gateway"] for r in routes] == ["fd00::1"]
+    lab.destroy()
+    assert lab.leftovers() == []
