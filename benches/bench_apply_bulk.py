@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 from benches.common import apply_lab, cleaned, ip_batch, lab, report, timed, unique, write_lab
-from passtplan.engine import apply_plan, make_plan
+from passtplan.apply import apply_plan
+from passtplan.engine import make_plan
 from passtplan.lang.loader import load_lab
 from passtplan.providers.session import Session
 

@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 from benches.common import apply_lab, cleaned, ip_batch, lab, report, timed, unique
-from passtplan.engine import apply_plan, make_plan
+from passtplan.apply import apply_plan
+from passtplan.engine import make_plan
 from passtplan.providers.session import Session
 
 TARGET = 50.0

@@ -13,7 +13,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from passtplan.engine import apply_plan, make_plan, store_for
+from passtplan.apply import apply_plan
+from passtplan.engine import make_plan, store_for
 from passtplan.lang.loader import LoadedLab, load_lab
 from passtplan.providers import kernel
 from passtplan.providers.ownership import RUN_DIR, OwnershipStore

@@ -1,30 +1,24 @@
-"""The pipeline: load -> observe -> diff -> graph -> apply -> verify. Wires the stages together;
-each stage's logic lives in its own module.
+"""The plan half of the pipeline: load -> observe -> diff -> graph. Wires the stages together;
+each stage's logic lives in its own module (apply.py runs a plan).
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import resource
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from passtplan import resources as res
-from passtplan.changes import Action, ApplyReport, Change, Plan, fingerprint
+from passtplan.changes import Action, Change, Plan, fingerprint
 from passtplan.desired import Desired, desired_state, destroy_target, lab_id
 from passtplan.diff import diff
 from passtplan.errors import PasstplanError
-from passtplan.graph import build_graph, coalesce
 from passtplan.kubevirt import Install, passt_form_error
 from passtplan.lang.loader import LoadedLab
-from passtplan.providers import kernel
-from passtplan.providers.actions import Applier
-from passtplan.providers.context import ApplyContext
 from passtplan.providers.observe import observe
 from passtplan.providers.ownership import OwnershipStore
 from passtplan.providers.resolve import NodePaths
@@ -36,8 +30,6 @@ from passtplan.providers.vm_kubevirt import (
     observe_vms,
     this_node,
 )
-from passtplan.verify import VerifyError, verify
-from passtplan.walk import Outcome, Status, walk
 
 
 def require_root(command: str) -> None:
@@ -123,7 +115,7 @@ def check_passt_forms(loaded: LoadedLab, install: Install) -> None:
         raise PasstplanError("\n".join(errors))
 
 
-def _observe(
+def observe_state(
     desired: Desired, session: Session, store: OwnershipStore, cluster: ClusterContext | None
 ) -> res.State:
     state = observe(desired, store.owned, session, store)
@@ -149,132 +141,22 @@ def _make_plan(
         desired = destroy_target(desired)
     elif cluster is not None:
         check_passt_forms(loaded, cluster.cluster.install())
-    state = _observe(desired, session, store, cluster)
+    state = observe_state(desired, session, store, cluster)
     changes = diff(desired, state)
     # Built now: a cycle is an error at plan time, not half-way through apply.
-    graph = coalesce(build_graph(changes, desired))
+    graph = (
+        _action_graph(changes, desired)
+        if any(c.action is not Action.NOOP for c in changes)
+        else None
+    )
     node = cluster.node if cluster is not None else None
     return Plan(loaded, desired, state, changes, fingerprint(state), graph, destroy, node)
 
 
-def apply_plan(
-    plan: Plan,
-    session: Session,
-    store: OwnershipStore,
-    *,
-    workers: int = 4,
-    cluster: ClusterContext | None = None,
-) -> ApplyReport:
-    with long_lived_heap():
-        return _apply_plan(plan, session, store, workers=workers, cluster=cluster)
+def _action_graph(changes: list[Change], desired: Desired) -> object:
+    """The changes in dependency order, coalesced for batching. Imported here: networkx costs
+    more to import than a no-op plan of the seed takes, and a plan with nothing to do needs no
+    graph."""
+    from passtplan.graph import build_graph, coalesce
 
-
-def _apply_plan(
-    plan: Plan,
-    session: Session,
-    store: OwnershipStore,
-    *,
-    workers: int,
-    cluster: ClusterContext | None,
-) -> ApplyReport:
-    started = time.perf_counter()
-    graph = plan.graph
-    applier = Applier(ApplyContext(session, plan.desired, store, cluster))
-    members: dict[str, Outcome] = {}
-
-    def visit(node: str) -> str:
-        changes: list[Change] = graph.nodes[node]["changes"]
-        if len(changes) == 1:
-            return applier(changes[0])
-        begun = time.perf_counter()
-        ordered = sorted(changes, key=lambda c: c.action is not Action.DELETE)  # deletes first
-        failed = 0
-        for change, note, error in applier.batch(ordered):
-            seconds = (time.perf_counter() - begun) / len(changes)
-            status = Status.DONE if error is None else Status.FAILED
-            failed += error is not None
-            members[change.address] = Outcome(change.address, status, error or note or "", seconds)
-        if failed:
-            raise PasstplanError(f"{failed} of {len(changes)} changes failed")
-        return f"{len(changes)} changes in one batch"
-
-    try:
-        outcomes = walk(
-            graph,
-            visit,
-            workers=workers,
-            inline=lambda node: all(_nothing_to_do(c) for c in graph.nodes[node]["changes"]),
-        )
-    finally:
-        store.flush()  # what was made is recorded even if the walk broke off
-    walked = time.perf_counter() - started
-    results = []
-    for node, outcome in outcomes.items():
-        for change in graph.nodes[node]["changes"]:
-            member = members.get(change.address)
-            if member is None:
-                member = Outcome(change.address, outcome.status, outcome.detail, outcome.seconds)
-            results.append((change, member))
-    order = {c.address: i for i, c in enumerate(plan.changes)}
-    results.sort(key=lambda pair: order[pair[0].address])
-    write_journal(store, results)
-    verify_errors: list[VerifyError] = []
-    if all(o.status is Status.DONE for _, o in results):
-        verify_errors = verify_live(plan, session, store, cluster)
-        if plan.destroy and not verify_errors:
-            detach_found_namespaces(plan.desired, session)
-            store.forget_all()  # nothing of the lab is left: neither record nor journal
-    return ApplyReport(plan, results, verify_errors, time.perf_counter() - started, walked)
-
-
-def verify_live(
-    plan: Plan, session: Session, store: OwnershipStore, cluster: ClusterContext | None = None
-) -> list[VerifyError]:
-    """Re-read the live state and hold it against the lab."""
-    return verify(plan.desired, _observe(plan.desired, session, store, cluster))
-
-
-def detach_found_namespaces(desired: Desired, session: Session) -> None:
-    """The names apply gave pods' namespaces (LAB-N) are the lab's: they go with it. The pods'
-    namespaces themselves are Kubernetes' and stay until their pods go."""
-    for ns in desired.namespaces.values():
-        if ns.resolve is not None and ns.resolve[0] in ("vm", "pod") and ns.netns:
-            session.forget(ns.name)
-            kernel.remove(ns.netns)
-
-
-def _nothing_to_do(change: Change) -> bool:
-    """No-ops, and what goes with its namespace or veth peer: done on the walker's own thread."""
-    return change.action is Action.NOOP or change.covered_by is not None
-
-
-UNDO = {
-    Action.CREATE: Action.DELETE,
-    Action.DELETE: Action.CREATE,
-    Action.UPDATE: Action.UPDATE,
-    Action.REPLACE: Action.REPLACE,
-}
-
-
-def write_journal(store: OwnershipStore, results: list[tuple[Change, Outcome]]) -> None:
-    """Every completed action with what undoes it, for the rollback that builds on this.
-
-    One line per apply, holding its entries: thousands of changes cost one encoder call.
-    """
-    entries = [
-        {
-            "address": change.address,
-            "action": str(change.action),
-            "undo": str(UNDO[change.action]),
-            "before": res.attributes(change.before),
-            "after": res.attributes(change.after),
-        }
-        for change, outcome in results
-        if outcome.status is Status.DONE and change.action in UNDO and not change.covered_by
-    ]
-    if not entries:
-        return
-    path = store.path.parent / "journal.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as journal:
-        journal.write(json.dumps({"time": time.time(), "entries": entries}) + "\n")
+    return coalesce(build_graph(changes, desired))

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from passtplan.engine import apply_plan, make_plan, store_for
+from passtplan.apply import apply_plan
+from passtplan.engine import make_plan, store_for
 from passtplan.lang.loader import load_lab
 from passtplan.providers.session import Session
 from passtplan.render import report_text

@@ -4,6 +4,7 @@ found each way KubeVirt's node would show it."""
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,7 +17,11 @@ from passtplan.providers.resolve import NodePaths, Pod
 from tests.integration.conftest import ip
 
 UID = "5f0e6b1c-9a2d-4e3f-8b7a-1c2d3e4f5a6b"
-POD_IP = "10.233.70.4"
+# Unique to the run: the pod-IP strategy finds whichever namespace holds it, and a sandbox lab left
+# up holds the seed's 10.233.70.4.
+POD_IP = (
+    f"100.{secrets.choice(range(64, 128))}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+)
 LAUNCHER = """
 import os, socket, sys
 server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -6,12 +6,12 @@ import hashlib
 import sys
 from pathlib import Path
 
+from passtplan.apply import apply_plan
 from passtplan.changes import Plan, read_saved_plan
 from passtplan.commands.check import run_lab_checks
 from passtplan.commands.common import confirm, load
 from passtplan.engine import (
     ClusterFlags,
-    apply_plan,
     cluster_context,
     make_plan,
     require_root,

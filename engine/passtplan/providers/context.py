@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from passtplan import resources as res
 from passtplan.desired import Desired
@@ -14,7 +15,9 @@ from passtplan.errors import PasstplanError
 from passtplan.providers import rtnl
 from passtplan.providers.ownership import OwnershipStore
 from passtplan.providers.session import OWN_NAMESPACE, Handle, Session
-from passtplan.providers.vm_kubevirt import ClusterContext
+
+if TYPE_CHECKING:
+    from passtplan.providers.vm_kubevirt import ClusterContext
 
 
 class ApplyError(PasstplanError):

@@ -12,8 +12,6 @@ import errno
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, assert_never, cast, get_args
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from passtplan import resources as res
 from passtplan.changes import Action, Change
 from passtplan.providers import rtnl
@@ -134,6 +132,8 @@ def _delete(ctx: ApplyContext, change: Change) -> str:
     handle = ctx.handle(link.namespace)
 
     def delete() -> str:
+        from pyroute2.netlink.exceptions import NetlinkError
+
         index = ctx.index(handle, link.name)
         if index is None:
             return "already gone"

@@ -369,3 +369,25 @@ def link_index(sock: socket.socket, name: str) -> int | None:
                     return None
                 raise OSError(code, os.strerror(code))
             return int(IFINFO.unpack_from(payload)[2])
+
+
+RTM_NEWNSID, RTM_GETNSID = 88, 90
+NETNSA_NSID, NETNSA_FD = 1, 3
+
+
+def netnsid(sock: socket.socket, fd: int) -> int | None:
+    """`ip netns identify`'s counterpart: the id this socket's namespace gives the namespace
+    open at `fd` (what IFLA_LINK_NETNSID refers to), or None when it gave it none."""
+    seq = next(_sequence)
+    body = b"\0" * 4 + attr(NETNSA_FD, U32.pack(fd))  # rtgenmsg: family, padded
+    sock.send(message(RTM_GETNSID, NLM_F_REQUEST, body, seq))
+    while True:
+        for msg_kind, _, msg_seq, payload in _receive(sock):
+            if msg_seq != seq:
+                continue
+            if msg_kind == NLMSG_ERROR:
+                code = -struct.unpack_from("=i", payload)[0]
+                raise OSError(code, os.strerror(code))
+            found = attributes(payload, 4).get(NETNSA_NSID)
+            nsid = None if found is None else struct.unpack_from("=i", found)[0]
+            return nsid if nsid is not None and nsid >= 0 else None

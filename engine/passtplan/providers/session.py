@@ -10,15 +10,15 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
-from typing import TypeVar
-
-from pyroute2 import IPRoute
+from typing import TYPE_CHECKING, TypeVar
 
 from passtplan import resources as res
 from passtplan.errors import PasstplanError
-from passtplan.providers import kernel
+from passtplan.providers import kernel, rtnl
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 OWN_NAMESPACE = Path("/proc/self/ns/net")
 T = TypeVar("T")
@@ -68,6 +68,8 @@ class Handle:
     @property
     def ipr(self) -> IPRoute:
         if self._ipr is None:
+            from pyroute2 import IPRoute
+
             self._ipr = self.run(lambda: IPRoute(use_socket=self.sock, groups=0))
         return self._ipr
 
@@ -146,18 +148,15 @@ class Session:
             for other in self.handles():
                 if other is handle:
                     continue
-                fd = other.fd
-                own = None
-                if fd is None:
+                if other.fd is not None:
+                    nsid = rtnl.netnsid(handle.sock, other.fd)
+                else:
                     own = os.open(OWN_NAMESPACE, os.O_RDONLY | os.O_CLOEXEC)
-                target = fd if fd is not None else own
-                try:
-                    reply = handle.run(partial(handle.ipr.get_netnsid, fd=target))
-                finally:
-                    if own is not None:
+                    try:
+                        nsid = rtnl.netnsid(handle.sock, own)
+                    finally:
                         os.close(own)
-                nsid = reply.get("nsid") if reply else None
-                if nsid is not None and nsid >= 0:
+                if nsid is not None:
                     found[nsid] = other.namespace.name
             handle.nsids = found
         return handle.nsids

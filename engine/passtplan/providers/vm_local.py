@@ -23,8 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyroute2 import IPRoute
-
 from passtplan import resources as res
 from passtplan.errors import PasstplanError
 from passtplan.providers import kernel
@@ -146,6 +144,8 @@ class LocalVmDriver:
         node_fd = kernel.open_netns(kernel.netns_path(node_netns)) if node_netns else None
         host_end = f"{CALICO_HOST_PREFIX}{vm.name}"[:15]
         address, prefixlen = vm.pod_address.split("/")
+        from pyroute2 import IPRoute
+
         try:
             sock = kernel.netlink_socket(launcher_fd)
             with IPRoute(use_socket=sock, groups=0) as ipr:

@@ -1,0 +1,144 @@
+"""The apply half of the pipeline: walk a plan's graph, hand each change to its resource family,
+record what was done, then read the live state again and verify it."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from passtplan import resources as res
+from passtplan.changes import Action, ApplyReport, Change, Plan
+from passtplan.desired import Desired
+from passtplan.engine import long_lived_heap, observe_state
+from passtplan.errors import PasstplanError
+from passtplan.providers import kernel
+from passtplan.providers.actions import Applier
+from passtplan.providers.context import ApplyContext
+from passtplan.providers.ownership import OwnershipStore
+from passtplan.providers.session import Session
+from passtplan.providers.vm_kubevirt import ClusterContext
+from passtplan.verify import VerifyError, verify
+from passtplan.walk import Outcome, Status, walk
+
+
+def apply_plan(
+    plan: Plan,
+    session: Session,
+    store: OwnershipStore,
+    *,
+    workers: int = 4,
+    cluster: ClusterContext | None = None,
+) -> ApplyReport:
+    with long_lived_heap():
+        return _apply_plan(plan, session, store, workers=workers, cluster=cluster)
+
+
+def _apply_plan(
+    plan: Plan,
+    session: Session,
+    store: OwnershipStore,
+    *,
+    workers: int,
+    cluster: ClusterContext | None,
+) -> ApplyReport:
+    started = time.perf_counter()
+    graph = plan.graph
+    applier = Applier(ApplyContext(session, plan.desired, store, cluster))
+    members: dict[str, Outcome] = {}
+
+    def visit(node: str) -> str:
+        changes: list[Change] = graph.nodes[node]["changes"]
+        if len(changes) == 1:
+            return applier(changes[0])
+        begun = time.perf_counter()
+        ordered = sorted(changes, key=lambda c: c.action is not Action.DELETE)  # deletes first
+        failed = 0
+        for change, note, error in applier.batch(ordered):
+            seconds = (time.perf_counter() - begun) / len(changes)
+            status = Status.DONE if error is None else Status.FAILED
+            failed += error is not None
+            members[change.address] = Outcome(change.address, status, error or note or "", seconds)
+        if failed:
+            raise PasstplanError(f"{failed} of {len(changes)} changes failed")
+        return f"{len(changes)} changes in one batch"
+
+    try:
+        outcomes = walk(
+            graph,
+            visit,
+            workers=workers,
+            inline=lambda node: all(_nothing_to_do(c) for c in graph.nodes[node]["changes"]),
+        )
+    finally:
+        store.flush()  # what was made is recorded even if the walk broke off
+    walked = time.perf_counter() - started
+    results = []
+    for node, outcome in outcomes.items():
+        for change in graph.nodes[node]["changes"]:
+            member = members.get(change.address)
+            if member is None:
+                member = Outcome(change.address, outcome.status, outcome.detail, outcome.seconds)
+            results.append((change, member))
+    order = {c.address: i for i, c in enumerate(plan.changes)}
+    results.sort(key=lambda pair: order[pair[0].address])
+    write_journal(store, results)
+    verify_errors: list[VerifyError] = []
+    if all(o.status is Status.DONE for _, o in results):
+        verify_errors = verify_live(plan, session, store, cluster)
+        if plan.destroy and not verify_errors:
+            detach_found_namespaces(plan.desired, session)
+            store.forget_all()  # nothing of the lab is left: neither record nor journal
+    return ApplyReport(plan, results, verify_errors, time.perf_counter() - started, walked)
+
+
+def verify_live(
+    plan: Plan, session: Session, store: OwnershipStore, cluster: ClusterContext | None = None
+) -> list[VerifyError]:
+    """Re-read the live state and hold it against the lab."""
+    return verify(plan.desired, observe_state(plan.desired, session, store, cluster))
+
+
+def detach_found_namespaces(desired: Desired, session: Session) -> None:
+    """The names apply gave pods' namespaces (LAB-N) are the lab's: they go with it. The pods'
+    namespaces themselves are Kubernetes' and stay until their pods go."""
+    for ns in desired.namespaces.values():
+        if ns.resolve is not None and ns.resolve[0] in ("vm", "pod") and ns.netns:
+            session.forget(ns.name)
+            kernel.remove(ns.netns)
+
+
+def _nothing_to_do(change: Change) -> bool:
+    """No-ops, and what goes with its namespace or veth peer: done on the walker's own thread."""
+    return change.action is Action.NOOP or change.covered_by is not None
+
+
+UNDO = {
+    Action.CREATE: Action.DELETE,
+    Action.DELETE: Action.CREATE,
+    Action.UPDATE: Action.UPDATE,
+    Action.REPLACE: Action.REPLACE,
+}
+
+
+def write_journal(store: OwnershipStore, results: list[tuple[Change, Outcome]]) -> None:
+    """Every completed action with what undoes it, for the rollback that builds on this.
+
+    One line per apply, holding its entries: thousands of changes cost one encoder call.
+    """
+    entries = [
+        {
+            "address": change.address,
+            "action": str(change.action),
+            "undo": str(UNDO[change.action]),
+            "before": res.attributes(change.before),
+            "after": res.attributes(change.after),
+        }
+        for change, outcome in results
+        if outcome.status is Status.DONE and change.action in UNDO and not change.covered_by
+    ]
+    if not entries:
+        return
+    path = store.path.parent / "journal.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as journal:
+        journal.write(json.dumps({"time": time.time(), "entries": entries}) + "\n")
