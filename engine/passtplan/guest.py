@@ -29,6 +29,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from passtplan.inet import checksum
+
 GUEST_MAC = "52:54:00:12:34:56"  # QEMU's default, the guest MAC in the seed lab
 TUNSETIFF = 0x400454CA
 IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
@@ -108,15 +110,6 @@ def recv_frame(sock: socket.socket) -> bytes:
 # --- DHCP, in raw frames --------------------------------------------------------------------
 
 
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
 def dhcp_frame(mac: bytes, xid: int, kind: int, extra: bytes = b"") -> bytes:
     options = bytes([53, 1, kind]) + extra + bytes([55, 5, 1, 3, 6, 26, 15, 255])
     bootp = struct.pack("!BBBBIHH", 1, 1, 6, 0, xid, 0, 0x8000) + b"\0" * 16
@@ -188,7 +181,6 @@ def _await(
 
 
 def configure(lease: Lease, tap: str, mac: str) -> None:
-    # Imported here: the checks import this module for its checksum, and must stay light.
     from pyroute2 import IPRoute  # noqa: PLC0415
 
     with IPRoute() as ipr:

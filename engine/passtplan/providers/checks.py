@@ -22,7 +22,7 @@ from pathlib import Path
 
 from passtplan import resources as res
 from passtplan.desired import Desired
-from passtplan.guest import checksum
+from passtplan.inet import checksum
 from passtplan.lang.models import VM_PREFIX, Check
 from passtplan.providers import kernel
 from passtplan.providers.session import namespace_file
