@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
 
 from passtplan.lang.models import Lab
 from passtplan.lang.semantics import check_lab, find_cycles
+from passtplan.lang.types import parse_interface
 
 
 def lab(namespaces: dict[str, Any], **extra: Any) -> Lab:
@@ -87,3 +89,31 @@ def test_check_from_sandbox_namespace_is_fine() -> None:
         sandbox={"namespaces": {"office": {}}},
     )
     assert messages(value) == []
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.0.0.1/24",
+        "255.255.255.255/32",
+        "0.0.0.0/0",
+        "192.168.001.1/24",
+        "10.0.0.1/08",
+        "10.0.0.256/24",
+        "10.0.0.1/33",
+        "10.0.0.1/255.255.0.0",
+        "fd00::1/64",
+        "1.2.3.4/7",
+    ],
+)
+def test_the_fast_ipv4_reader_agrees_with_ipaddress(address: str) -> None:
+    try:
+        expected: object = ipaddress.ip_interface(address)
+    except ValueError:
+        expected = ValueError
+    try:
+        got: object = parse_interface(address)
+    except ValueError:
+        got = ValueError
+    assert got == expected
+    assert type(got) is type(expected)

@@ -9,12 +9,12 @@ links the lab does not declare). A finding is reported once even when both views
 from __future__ import annotations
 
 import difflib
-import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from passtplan.errors import BugError
-from passtplan.lang.models import HOST, VM_PREFIX, Lab, Link, Namespace
+from passtplan.lang.models import HOST, VM_PREFIX, Lab, Link, Namespace, Route
+from passtplan.lang.types import Interface, IPAddress, parse_interface, parse_ip
 from passtplan.lang.yamlsource import DataPath
 
 LOOPBACK = "lo"
@@ -47,6 +47,54 @@ class DeclaredNamespace:
     specs: list[tuple[Namespace, DataPath]] = field(default_factory=list)
 
 
+@dataclass
+class Subnets:
+    """The addresses of some links, indexed so that judging a gateway scans none of them."""
+
+    addresses: list[str] = field(default_factory=list)
+    ips: set[IPAddress] = field(default_factory=set)
+    # (IP version, prefix length) -> the networks of that length, as integers
+    networks: dict[tuple[int, int], set[int]] = field(default_factory=dict)
+
+    def add(self, address: str, iface: Interface) -> None:
+        self.addresses.append(address)
+        self.ips.add(iface.ip)
+        key = (iface.version, iface.network.prefixlen)
+        self.networks.setdefault(key, set()).add(int(iface.network.network_address))
+
+    def covers(self, ip: IPAddress) -> bool:
+        """Is `ip` in the subnet of one of the addresses? One probe per prefix length in use."""
+        value, bits = int(ip), ip.max_prefixlen
+        return any(
+            (value >> (bits - prefixlen)) << (bits - prefixlen) in networks
+            for (version, prefixlen), networks in self.networks.items()
+            if version == ip.version
+        )
+
+
+class AddressBook:
+    """Each link's and namespace's subnets indexed once: every route of a namespace asks."""
+
+    def __init__(self) -> None:
+        # keyed by id(namespace); the namespace is kept with its entry so its id stays unique
+        self._subnets: dict[tuple[int, str | None], tuple[DeclaredNamespace, Subnets]] = {}
+
+    def parse(self, address: str) -> Interface:
+        return parse_interface(address)
+
+    def subnets(self, ns: DeclaredNamespace, dev: DeclaredLink | None) -> Subnets:
+        """The addresses on `dev`, or on every link of `ns` when dev is None."""
+        key = (id(ns), dev.name if dev is not None else None)
+        if key not in self._subnets:
+            subnets = Subnets()
+            for link in [dev] if dev is not None else ns.links.values():
+                if link.link.state == "present":
+                    for address in link.link.addresses:
+                        subnets.add(address, self.parse(address))
+            self._subnets[key] = (ns, subnets)
+        return self._subnets[key][1]
+
+
 def link_address(namespace: str, name: str) -> str:
     """The address of a link in plans, graphs and messages: `link.pod/macvlan1`."""
     return f"link.{namespace}/{name}"
@@ -61,17 +109,24 @@ def split_ref(ref: str, here: str) -> tuple[str, str]:
 def check_lab(lab: Lab) -> list[Finding]:
     findings: dict[DataPath, Finding] = {}
     merged, merge_findings = merge_sections(lab)
+    book = AddressBook()
     for finding in [
         *reserved_names(lab),
         *merge_findings,
         *resolve_targets(lab),
         *sandbox_vms(lab),
-        *view_findings(real_view(lab), "on a real node"),
-        *view_findings(merged, "with --sandbox"),
+        *view_findings(real_view(lab), "on a real node", book),
+        *(view_findings(merged, "with --sandbox", book) if _views_differ(lab) else ()),
         *check_sources(lab),
     ]:
         findings.setdefault(finding.path, finding)
     return list(findings.values())
+
+
+def _views_differ(lab: Lab) -> bool:
+    """Without a sandbox section or a host namespace both views hold the same links, and
+    judging a big lab twice for nothing costs a noticeable part of `validate`."""
+    return bool(lab.sandbox.namespaces) or HOST in lab.namespaces
 
 
 def real_view(lab: Lab) -> dict[str, DeclaredNamespace]:
@@ -195,13 +250,16 @@ def check_sources(lab: Lab) -> Iterator[Finding]:
             )
 
 
-def view_findings(view: dict[str, DeclaredNamespace], where: str) -> Iterator[Finding]:
+def view_findings(
+    view: dict[str, DeclaredNamespace], where: str, book: AddressBook | None = None
+) -> Iterator[Finding]:
+    book = book or AddressBook()
     for ns in view.values():
         for link in ns.links.values():
             yield from _link_findings(view, ns, link, where)
         for spec, path in ns.specs:
-            yield from _route_findings(ns, spec, path, where)
-        yield from _duplicate_addresses(ns)
+            yield from _route_findings(ns, spec, path, where, book)
+        yield from _duplicate_addresses(ns, book)
     yield from _passthru_findings(view)
     yield from _cycles(view)
 
@@ -329,12 +387,12 @@ def _describe(link: Link) -> str:
 
 
 def _route_findings(
-    ns: DeclaredNamespace, spec: Namespace, path: DataPath, where: str
+    ns: DeclaredNamespace, spec: Namespace, path: DataPath, where: str, book: AddressBook
 ) -> Iterator[Finding]:
     seen: dict[tuple[str, int | None, int | None], int] = {}
     for index, route in enumerate(spec.routes):
         route_path: DataPath = (*path, "routes", index)
-        key = (route.to, route.table, route.metric)
+        key = (route_key(route), route.table, route.metric)
         if route.state == "present" and key in seen:
             yield Finding(
                 route_path,
@@ -367,29 +425,36 @@ def _route_findings(
                 )
                 continue
         if route.via is not None and not route.onlink:
-            yield from _gateway_findings(ns, route.via, route.dev, dev, (*route_path, "via"))
+            # A link the lab does not declare: its addresses are known only on the node.
+            undeclared = route.dev is not None and dev is None
+            subnets = None if undeclared else book.subnets(ns, dev)
+            yield from _gateway_findings(ns, route.via, route.dev, subnets, (*route_path, "via"))
+
+
+def route_key(route: Route) -> str:
+    """What a route's destination means: `default` is 0.0.0.0/0 or ::/0 by the gateway's family.
+
+    So an IPv4 and an IPv6 default live side by side, and `default via fd00::1` is `::/0`.
+    """
+    return DEFAULTS[route.family] if route.to == "default" else route.to
+
+
+DEFAULTS = {4: "0.0.0.0/0", 6: "::/0"}
 
 
 def _gateway_findings(
-    ns: DeclaredNamespace, via: str, dev_name: str | None, dev: DeclaredLink | None, path: DataPath
+    ns: DeclaredNamespace, via: str, dev_name: str | None, subnets: Subnets | None, path: DataPath
 ) -> Iterator[Finding]:
-    if dev_name is not None and dev is None:
-        return  # a link the lab does not declare: its addresses are known only on the node
-    candidates = [dev] if dev is not None else list(ns.links.values())
-    addresses = [
-        ipaddress.ip_interface(a)
-        for link in candidates
-        if link.link.state == "present"
-        for a in link.link.addresses
-    ]
-    gateway = ipaddress.ip_address(via)
-    if any(a.ip == gateway for a in addresses):
-        yield Finding(path, f"gateway {via} is an address of this namespace itself")
-    elif any(a.version == gateway.version and gateway in a.network for a in addresses):
+    if subnets is None:
         return
-    elif addresses or not ns.external:
+    gateway = parse_ip(via)
+    if gateway in subnets.ips:
+        yield Finding(path, f"gateway {via} is an address of this namespace itself")
+    elif subnets.covers(gateway):
+        return
+    elif subnets.addresses or not ns.external:
         on = f"on {dev_name}" if dev_name else f"in namespace {ns.name!r}"
-        have = ", ".join(str(a) for a in addresses) or "none"
+        have = ", ".join(subnets.addresses) or "none"
         yield Finding(
             path,
             f"gateway {via} is not in the subnet of any address {on} ({have}); add an address "
@@ -397,11 +462,11 @@ def _gateway_findings(
         )
 
 
-def _duplicate_addresses(ns: DeclaredNamespace) -> Iterator[Finding]:
-    owner: dict[str, str] = {}
+def _duplicate_addresses(ns: DeclaredNamespace, book: AddressBook) -> Iterator[Finding]:
+    owner: dict[IPAddress, str] = {}
     for link in ns.links.values():
         for index, address in enumerate(link.link.addresses):
-            ip = str(ipaddress.ip_interface(address).ip)
+            ip = book.parse(address).ip
             if ip in owner:
                 yield Finding(
                     (*link.path, "addresses", index),

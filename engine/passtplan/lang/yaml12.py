@@ -16,7 +16,7 @@ from typing import Any
 
 from yaml.composer import Composer  # type: ignore[import-untyped, unused-ignore]
 from yaml.constructor import SafeConstructor  # type: ignore[import-untyped, unused-ignore]
-from yaml.nodes import ScalarNode  # type: ignore[import-untyped, unused-ignore]
+from yaml.nodes import ScalarNode, SequenceNode  # type: ignore[import-untyped, unused-ignore]
 from yaml.parser import Parser  # type: ignore[import-untyped, unused-ignore]
 from yaml.reader import Reader  # type: ignore[import-untyped, unused-ignore]
 from yaml.resolver import BaseResolver  # type: ignore[import-untyped, unused-ignore]
@@ -25,10 +25,21 @@ from yaml.scanner import Scanner  # type: ignore[import-untyped, unused-ignore]
 TAG = "tag:yaml.org,2002:"
 NULL, BOOL, INT, FLOAT, STR = (TAG + t for t in ("null", "bool", "int", "float", "str"))
 BINARY, TIMESTAMP, MERGE = TAG + "binary", TAG + "timestamp", TAG + "merge"
+SEQ, MAP = TAG + "seq", TAG + "map"
 
 
 class CoreResolver(BaseResolver):  # type: ignore[misc, unused-ignore]
     """Implicit tags of YAML 1.2 (ruamel.yaml's VersionedResolver at version 1.2)."""
+
+    def resolve(self, kind: type[Any], value: str | None, implicit: tuple[bool, bool]) -> str:
+        """BaseResolver.resolve without path resolvers (a lab has none): it runs once a node."""
+        if kind is not ScalarNode:
+            return SEQ if kind is SequenceNode else MAP
+        if implicit[0] and value is not None:
+            for tag, regexp in self.yaml_implicit_resolvers.get(value[:1], ()):
+                if regexp.match(value):
+                    return str(tag)
+        return STR
 
 
 _RESOLVERS: list[tuple[str, str, str]] = [

@@ -30,6 +30,7 @@ DataPath = tuple[str | int, ...]
 # no lab comes near this many nodes.
 MAX_NODES = 200_000
 MERGE_TAG = "tag:yaml.org,2002:merge"
+STR_TAG = "tag:yaml.org,2002:str"
 COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 
 
@@ -200,8 +201,11 @@ class _Walker:
                 self.problem(node, path, f"the document expands to more than {MAX_NODES} nodes")
             return None
         if path not in self.values:
-            self.values[path] = _position(node)
+            mark = node.start_mark
+            self.values[path] = Position(mark.line + 1, mark.column + 1)
         if isinstance(node, ScalarNode):
+            if node.tag == STR_TAG:
+                return node.value  # most values: nothing to build (this runs once a node)
             return self.scalar(node, path)  # a scalar contains nothing, so it cannot recur
         if id(node) in self.active:
             self.problem(node, path, "an alias refers to a node that contains it")
@@ -254,6 +258,8 @@ class _Walker:
         return out
 
     def walk_key(self, node: Node, path: DataPath) -> str | int | None:
+        if node.tag == STR_TAG and isinstance(node, ScalarNode):
+            return str(node.value)  # nearly every key: no need to build it
         if not isinstance(node, ScalarNode):
             self.problem(node, path, "a mapping key must be a plain value, not a list or mapping")
             return None
