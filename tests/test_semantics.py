@@ -117,3 +117,49 @@ def test_the_fast_ipv4_reader_agrees_with_ipaddress(address: str) -> None:
         got = ValueError
     assert got == expected
     assert type(got) is type(expected)
+
+
+def _routes(*routes: dict[str, Any]) -> Lab:
+    links = {"eth0": {"kind": "veth", "peer": "n/p", "addresses": ["10.0.0.2/24", "fd00::2/64"]}}
+    return lab({"a": {"links": links, "routes": list(routes)}, "n": {}})
+
+
+def test_an_ipv4_and_an_ipv6_default_live_side_by_side() -> None:
+    v4 = {"to": "default", "via": "10.0.0.1"}
+    assert messages(_routes(v4, {"to": "default", "via": "fd00::1"})) == []
+    assert messages(_routes(v4, {"to": "::/0", "via": "fd00::1"})) == []
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"to": "default", "via": "10.0.0.1"}, {"to": "default", "via": "10.0.0.3"}),
+        ({"to": "default", "via": "10.0.0.1"}, {"to": "0.0.0.0/0", "via": "10.0.0.3"}),
+        ({"to": "default", "via": "fd00::1"}, {"to": "::/0", "via": "fd00::3"}),
+    ],
+)
+def test_two_defaults_of_one_family_are_one_route(
+    first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    (message,) = messages(_routes(first, second))
+    assert message.startswith("route to ")
+    assert "declared twice" in message
+
+
+def test_defaults_of_one_family_differ_by_metric_or_table() -> None:
+    first = {"to": "default", "via": "10.0.0.1"}
+    assert messages(_routes(first, {**first, "metric": 100})) == []
+    assert messages(_routes(first, {**first, "table": 100})) == []
+
+
+def test_one_address_in_two_segments_is_fine_and_in_one_is_not() -> None:
+    pair = {
+        "a": {"links": {"v": {"kind": "veth", "peer": "b/v", "addresses": ["10.0.0.1/24"]}}},
+        "b": {"links": {"v": {"kind": "veth", "peer": "a/v", "addresses": ["10.0.0.9/24"]}}},
+        "c": {"links": {"v": {"kind": "veth", "peer": "d/v", "addresses": ["10.0.0.1/24"]}}},
+        "d": {},
+    }
+    assert messages(lab(pair)) == []
+    pair["b"]["links"]["v"]["addresses"] = ["10.0.0.1/24"]
+    (message,) = messages(lab(pair))
+    assert message.startswith("address 10.0.0.1 is already on a/v (namespaces.a.links.v.addresses")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from passtplan.errors import BugError
 from passtplan.lang.models import HOST, VM_PREFIX, Lab, Link, Namespace, Route
 from passtplan.lang.types import Interface, IPAddress, parse_interface, parse_ip
-from passtplan.lang.yamlsource import DataPath
+from passtplan.lang.yamlsource import DataPath, format_path
 
 LOOPBACK = "lo"
 
@@ -260,6 +260,7 @@ def view_findings(
         for spec, path in ns.specs:
             yield from _route_findings(ns, spec, path, where, book)
         yield from _duplicate_addresses(ns, book)
+    yield from _segment_duplicates(view, book)
     yield from _passthru_findings(view)
     yield from _cycles(view)
 
@@ -474,6 +475,76 @@ def _duplicate_addresses(ns: DeclaredNamespace, book: AddressBook) -> Iterator[F
                 )
             else:
                 owner[ip] = link.name
+
+
+LinkKey = tuple[str, str]  # (namespace, interface name)
+
+
+class UnionFind:
+    """Disjoint sets with path halving and union by size: near-linear over a whole lab."""
+
+    def __init__(self) -> None:
+        self.parent: dict[LinkKey, LinkKey] = {}
+        self.size: dict[LinkKey, int] = {}
+
+    def find(self, key: LinkKey) -> LinkKey:
+        parent = self.parent.setdefault(key, key)
+        while parent != key:
+            grandparent = self.parent[parent]
+            self.parent[key] = grandparent
+            key, parent = parent, self.parent.setdefault(grandparent, grandparent)
+        return key
+
+    def union(self, a: LinkKey, b: LinkKey) -> None:
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return
+        if self.size.get(a, 1) < self.size.get(b, 1):
+            a, b = b, a
+        self.parent[b] = a
+        self.size[a] = self.size.get(a, 1) + self.size.get(b, 1)
+
+
+def l2_segments(view: dict[str, DeclaredNamespace]) -> UnionFind:
+    """The lab's L2 segments: a veth's two ends, a bridge and its ports, a macvlan or macvtap
+    and its parent each share one."""
+    segments = UnionFind()
+    for ns in view.values():
+        for link in ns.links.values():
+            spec = link.link
+            if spec.state == "absent":
+                continue
+            here = (ns.name, link.name)
+            for ref in (spec.peer, spec.parent):
+                if ref is not None:
+                    segments.union(here, split_ref(ref, ns.name))
+            if spec.master is not None:
+                segments.union(here, (ns.name, spec.master))
+    return segments
+
+
+def _segment_duplicates(view: dict[str, DeclaredNamespace], book: AddressBook) -> Iterator[Finding]:
+    """One address twice in an L2 segment: the two hosts answer ARP/ND for it in turn."""
+    segments = l2_segments(view)
+    owner: dict[tuple[LinkKey, IPAddress], tuple[DeclaredLink, int]] = {}
+    for ns in view.values():
+        for link in ns.links.values():
+            if link.link.state == "absent":
+                continue
+            segment = segments.find((ns.name, link.name))
+            for index, address in enumerate(link.link.addresses):
+                ip = book.parse(address).ip
+                first = owner.setdefault((segment, ip), (link, index))
+                if first[0].namespace == ns.name:
+                    continue  # the same namespace: reported as a duplicate there
+                other, other_index = first
+                yield Finding(
+                    (*link.path, "addresses", index),
+                    f"address {ip} is already on {other.namespace}/{other.name} "
+                    f"({format_path((*other.path, 'addresses', other_index))}), and the two "
+                    "links share an L2 segment (a veth pair, a bridge and its ports, or a "
+                    "macvlan and its parent); give one of them another address",
+                )
 
 
 def _passthru_findings(view: dict[str, DeclaredNamespace]) -> Iterator[Finding]:
