@@ -4,8 +4,9 @@ import ipaddress
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from passtplan.lang.models import Lab
+from passtplan.lang.models import KIND_FIELDS, Lab
 from passtplan.lang.semantics import check_lab, find_cycles
 from passtplan.lang.types import parse_interface
 
@@ -163,3 +164,70 @@ def test_one_address_in_two_segments_is_fine_and_in_one_is_not() -> None:
     pair["b"]["links"]["v"]["addresses"] = ["10.0.0.1/24"]
     (message,) = messages(lab(pair))
     assert message.startswith("address 10.0.0.1 is already on a/v (namespaces.a.links.v.addresses")
+
+
+def test_a_tap_and_a_vxlan_need_no_peer_or_parent() -> None:
+    links = {
+        "tap0": {"kind": "tap", "owner": 1000, "addresses": ["10.1.0.1/24"]},
+        "vx0": {"kind": "vxlan", "id": 0, "remote": "2001:db8::2", "local": "2001:db8::1"},
+    }
+    value = lab({"a": {"links": links}})
+    assert messages(value) == []
+    vx0 = value.namespaces["a"].links["vx0"]
+    assert (vx0.id, vx0.dstport, vx0.dev, vx0.group) == (0, 4789, None, None)
+
+
+def test_a_multicast_vxlan_on_its_underlay_and_a_macvtap() -> None:
+    links = {
+        "eth0": {"kind": "veth", "peer": "b/eth0", "addresses": ["192.0.2.1/24"]},
+        "vx0": {"kind": "vxlan", "id": 5, "group": "239.1.1.1", "dev": "eth0", "dstport": 8472},
+        "mvt0": {"kind": "macvtap", "parent": "eth0"},
+    }
+    value = lab({"a": {"links": links}, "b": {}})
+    assert messages(value) == []
+    assert value.namespaces["a"].links["mvt0"].mode == "vepa"
+
+
+def test_vxlan_dev_on_the_node_needs_no_declaration_on_a_real_node_only() -> None:
+    vxlan = {"kind": "vxlan", "id": 5, "remote": "192.0.2.2", "dev": "ens192"}
+    assert messages(lab({"host": {"links": {"vx0": vxlan}}})) == [
+        "link 'ens192' is not declared in namespace 'host' with --sandbox"
+    ]
+
+
+KIND_SPECIFIC_VALUES = {
+    "peer": "b/v0",
+    "parent": "b/v0",
+    "mode": "bridge",
+    "id": 1,
+    "remote": "192.0.2.2",
+    "group": "239.1.1.1",
+    "local": "192.0.2.1",
+    "dstport": 4789,
+    "dev": "eth0",
+    "owner": 0,
+}
+
+
+FOREIGN_FIELDS = [
+    (kind, field)
+    for kind in [*KIND_FIELDS, None]
+    for field in sorted(KIND_SPECIFIC_VALUES)
+    if kind is None or field not in KIND_FIELDS[kind]
+]
+
+
+@pytest.mark.parametrize(("kind", "field"), FOREIGN_FIELDS)
+def test_a_kind_specific_field_is_refused_on_other_kinds(kind: str | None, field: str) -> None:
+    link: dict[str, Any] = {field: KIND_SPECIFIC_VALUES[field]}
+    if kind is not None:
+        link["kind"] = kind
+    with pytest.raises(ValidationError) as caught:
+        lab({"a": {"links": {"x": link}}})
+    owners = " or ".join(k for k, fields in KIND_FIELDS.items() if field in fields)
+    what = f"kind: {kind}" if kind else "a link without kind"
+    assert f"{field} is only for kind: {owners}, not {what}" in str(caught.value)
+
+
+def test_every_kind_specific_field_has_a_sample_value() -> None:
+    assert set(KIND_SPECIFIC_VALUES) == set().union(*KIND_FIELDS.values())

@@ -11,13 +11,16 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import get_args
 
 from passtplan.errors import BugError
 from passtplan.lang.models import HOST, VM_PREFIX, Lab, Link, Namespace, Route
-from passtplan.lang.types import Interface, IPAddress, parse_interface, parse_ip
+from passtplan.lang.types import Interface, IPAddress, LinkKind, parse_interface, parse_ip
 from passtplan.lang.yamlsource import DataPath, format_path
 
 LOOPBACK = "lo"
+ALL_KINDS = ", ".join(get_args(LinkKind)[:-1]) + f" or {get_args(LinkKind)[-1]}"
+LOWER_DEVICE_KINDS = ("macvlan", "macvtap")  # sit on a parent, and cannot be one
 
 
 @dataclass(frozen=True)
@@ -275,13 +278,15 @@ def _link_findings(
         yield Finding(
             link.path,
             f"link {link.name!r} has no kind, and namespace {ns.name!r} is created by the lab "
-            f"{where}, so nothing provides it; add kind: veth, macvlan or bridge",
+            f"{where}, so nothing provides it; add kind: {ALL_KINDS}",
             at_key=True,
         )
     if spec.parent is not None:
         yield from _parent_findings(view, link, where)
     if spec.peer is not None:
         yield from _peer_findings(view, link, where)
+    if spec.dev is not None:
+        yield from _dev_findings(view, link, where)
     if spec.master is not None:
         target = _lookup(view, ns.name, spec.master, (*link.path, "master"), where)
         if isinstance(target, Finding):
@@ -323,23 +328,39 @@ def _parent_findings(
 ) -> Iterator[Finding]:
     path, (namespace, name) = _reference(link, "parent")
     if (namespace, name) == (link.namespace, link.name):
-        yield Finding(path, "a macvlan cannot be its own parent")
+        yield Finding(path, f"a {link.link.kind} cannot be its own parent")
         return
     target = _lookup(view, namespace, name, path, where)
     if isinstance(target, Finding):
         yield target
-    elif target is not None and target.link.kind == "macvlan":
+    elif target is not None and target.link.kind in LOWER_DEVICE_KINDS:
         yield Finding(
             path,
-            f"parent {link.link.parent} is itself a macvlan; put both on its parent "
+            f"parent {link.link.parent} is itself a {target.link.kind}; put both on its parent "
             f"{target.link.parent}",
         )
     elif target is not None and target.link.master:
         yield Finding(
             path,
             f"parent {link.link.parent} is a port of bridge {target.link.master}, and the kernel "
-            f"lets a device serve one of the two; put the macvlan on {target.link.master} instead",
+            f"lets a device serve one of the two; put the {link.link.kind} on "
+            f"{target.link.master} instead",
         )
+
+
+def _dev_findings(
+    view: dict[str, DeclaredNamespace], link: DeclaredLink, where: str
+) -> Iterator[Finding]:
+    """A vxlan's underlay: a link of its own namespace, which must be there first."""
+    path: DataPath = (*link.path, "dev")
+    dev = link.link.dev
+    if dev == link.name:
+        yield Finding(path, f"a {link.link.kind} cannot be its own dev; name its underlay link")
+        return
+    assert dev is not None
+    target = _lookup(view, link.namespace, dev, path, where)
+    if isinstance(target, Finding):
+        yield target
 
 
 def _reference(link: DeclaredLink, field: str) -> tuple[DataPath, tuple[str, str]]:
@@ -554,11 +575,13 @@ def _passthru_findings(view: dict[str, DeclaredNamespace]) -> Iterator[Finding]:
             if link.link.parent is not None and link.link.state == "present":
                 users.setdefault(split_ref(link.link.parent, ns.name), []).append(link)
     for (namespace, name), links in users.items():
-        if len(links) > 1 and any(link.link.mode == "passthru" for link in links):
+        passthru = next((link for link in links if link.link.mode == "passthru"), None)
+        if len(links) > 1 and passthru is not None:
             for link in links[1:]:
                 yield Finding(
                     (*link.path, "mode"),
-                    f"{namespace}/{name} has a passthru macvlan, which must be its only macvlan",
+                    f"{namespace}/{name} has a passthru {passthru.link.kind}, which must be the "
+                    "only macvlan or macvtap on it",
                 )
 
 
@@ -573,6 +596,8 @@ def dependency_edges(view: dict[str, DeclaredNamespace]) -> Iterator[tuple[Decla
                 yield link, link_address(ns.name, spec.master)
             if spec.parent is not None and split_ref(spec.parent, ns.name) != (ns.name, link.name):
                 yield link, link_address(*split_ref(spec.parent, ns.name))
+            if spec.dev is not None and spec.dev != link.name:
+                yield link, link_address(ns.name, spec.dev)  # a vxlan's underlay
 
 
 def _cycles(view: dict[str, DeclaredNamespace]) -> Iterator[Finding]:

@@ -228,7 +228,10 @@ SysctlValue = Annotated[
     str, BeforeValidator(scalar_to_str), WithJsonSchema({"type": ["string", "integer"]})
 ]
 Mtu = Annotated[int, Field(ge=68, le=65535)]
-LinkKind = Literal["veth", "macvlan", "bridge"]
+Vni = Annotated[int, Field(ge=0, le=2**24 - 1)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Uid = Annotated[int, Field(ge=0, le=2**32 - 2)]  # (uid_t)-1 means "no one"
+LinkKind = Literal["veth", "macvlan", "macvtap", "bridge", "vxlan", "tap"]
 MacvlanMode = Literal["vepa", "bridge", "private", "passthru", "source"]
 State = Literal["present", "absent"]
 
