@@ -4,7 +4,7 @@ import pytest
 
 from passtplan.errors import SpecError
 from passtplan.lang.yaml12 import FastLoader, SlowLoader
-from passtplan.lang.yamlsource import MAX_NODES, Position, format_path, parse_yaml
+from passtplan.lang.yamlsource import MAX_DEPTH, MAX_NODES, Position, format_path, parse_yaml
 
 
 def test_positions_of_keys_and_values() -> None:
@@ -115,3 +115,19 @@ def test_control_character_is_refused_with_its_place() -> None:
     assert str(caught.value) == (
         "f:2:5: the file is not YAML text: character '\\x07' is not allowed here"
     )
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 5_000])
+def test_deep_nesting_is_refused_not_a_crash(depth: int) -> None:
+    with pytest.raises(SpecError, match="nest"):
+        parse_yaml(b"a: " + b"[" * depth + b"]" * depth, "deep.yaml")
+
+
+def test_a_long_chain_of_merge_keys_is_refused_not_a_crash() -> None:
+    chain = ["a0: &a0 {x: 1}"]
+    chain += [f"a{i}: &a{i} {{<<: *a{i - 1}, y{i}: 1}}" for i in range(1, 2 * MAX_DEPTH)]
+    with pytest.raises(SpecError) as caught:
+        parse_yaml("\n".join(chain).encode(), "chain.yaml")
+    assert {i.message for i in caught.value.issues} == {
+        f"the document nests more than {MAX_DEPTH} levels deep"
+    }

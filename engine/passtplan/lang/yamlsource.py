@@ -31,6 +31,9 @@ DataPath = tuple[str | int, ...]
 # Expanding aliases can blow a small file up exponentially ("billion laughs");
 # no lab comes near this many nodes.
 MAX_NODES = 200_000
+# A lab nests a handful of levels; far deeper would exhaust the walker's stack (merge keys that
+# refer to mappings with merge keys nest too).
+MAX_DEPTH = 100
 MERGE_TAG = "tag:yaml.org,2002:merge"
 STR_TAG = "tag:yaml.org,2002:str"
 COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
@@ -141,7 +144,12 @@ def _compose(text: str, name: str) -> Node | None:
                 _load(text, SlowLoader)
             except YAMLError as exc:
                 raise SpecError([_yaml_issue(name, text, exc)]) from None
+            except RecursionError:
+                pass  # nested too deep for the pure parser: libyaml's message says so
         raise SpecError([_yaml_issue(name, text, fast_error)]) from None
+    except RecursionError:
+        msg = f"the document nests too deeply; a lab nests a few levels, at most {MAX_DEPTH}"
+        raise SpecError([SpecIssue(name, 1, 1, "", msg)]) from None
 
 
 def _load(text: str, loader_class: type[Any]) -> Node | None:
@@ -234,6 +242,9 @@ class _Walker:
         if node.tag not in COLLECTION_TAGS:
             self.problem(node, path, _unknown_tag(node.tag))
             return None
+        if len(self.active) >= MAX_DEPTH:
+            self.problem(node, path, f"the document nests more than {MAX_DEPTH} levels deep")
+            return None
         self.active.add(id(node))
         try:
             if isinstance(node, MappingNode):
@@ -296,7 +307,7 @@ class _Walker:
             value = self.walk(source, path)
             if isinstance(value, dict):
                 yield from value.items()
-            else:
+            elif not isinstance(source, MappingNode):  # (a mapping that failed is reported)
                 self.problem(source, path, "a merge key (<<) must refer to a mapping")
 
 
