@@ -231,3 +231,10 @@ def test_a_kind_specific_field_is_refused_on_other_kinds(kind: str | None, field
 
 def test_every_kind_specific_field_has_a_sample_value() -> None:
     assert set(KIND_SPECIFIC_VALUES) == set().union(*KIND_FIELDS.values())
+
+
+def test_an_address_twice_on_one_link_is_reported() -> None:
+    links = {"br0": {"kind": "bridge", "addresses": ["10.0.0.1/24", "10.0.0.1/16"]}}
+    assert messages(lab({"a": {"links": links}})) == [
+        "address 10.0.0.1 is already on br0 in namespace 'a'"
+    ]

@@ -50,18 +50,26 @@ class DeclaredNamespace:
     specs: list[tuple[Namespace, DataPath]] = field(default_factory=list)
 
 
+IpKey = tuple[int, int]  # (IP version, the address as an integer)
+
+
+def ip_key(ip: IPAddress | Interface) -> IpKey:
+    """An address as a set or dict key: hashing ipaddress objects costs more than the rest."""
+    return ip.version, int(ip)
+
+
 @dataclass
 class Subnets:
     """The addresses of some links, indexed so that judging a gateway scans none of them."""
 
     addresses: list[str] = field(default_factory=list)
-    ips: set[IPAddress] = field(default_factory=set)
+    ips: set[IpKey] = field(default_factory=set)
     # (IP version, prefix length) -> the networks of that length, as integers
     networks: dict[tuple[int, int], set[int]] = field(default_factory=dict)
 
     def add(self, address: str, iface: Interface) -> None:
         self.addresses.append(address)
-        self.ips.add(iface.ip)
+        self.ips.add(ip_key(iface))
         key = (iface.version, iface.network.prefixlen)
         self.networks.setdefault(key, set()).add(int(iface.network.network_address))
 
@@ -470,7 +478,7 @@ def _gateway_findings(
     if subnets is None:
         return
     gateway = parse_ip(via)
-    if gateway in subnets.ips:
+    if ip_key(gateway) in subnets.ips:
         yield Finding(path, f"gateway {via} is an address of this namespace itself")
     elif subnets.covers(gateway):
         return
@@ -485,17 +493,18 @@ def _gateway_findings(
 
 
 def _duplicate_addresses(ns: DeclaredNamespace, book: AddressBook) -> Iterator[Finding]:
-    owner: dict[IPAddress, str] = {}
+    owner: dict[IpKey, str] = {}
     for link in ns.links.values():
         for index, address in enumerate(link.link.addresses):
-            ip = book.parse(address).ip
-            if ip in owner:
+            iface = book.parse(address)
+            key = ip_key(iface)
+            if key in owner:
                 yield Finding(
                     (*link.path, "addresses", index),
-                    f"address {ip} is already on {owner[ip]} in namespace {ns.name!r}",
+                    f"address {iface.ip} is already on {owner[key]} in namespace {ns.name!r}",
                 )
             else:
-                owner[ip] = link.name
+                owner[key] = link.name
 
 
 LinkKey = tuple[str, str]  # (namespace, interface name)
@@ -547,21 +556,21 @@ def l2_segments(view: dict[str, DeclaredNamespace]) -> UnionFind:
 def _segment_duplicates(view: dict[str, DeclaredNamespace], book: AddressBook) -> Iterator[Finding]:
     """One address twice in an L2 segment: the two hosts answer ARP/ND for it in turn."""
     segments = l2_segments(view)
-    owner: dict[tuple[LinkKey, IPAddress], tuple[DeclaredLink, int]] = {}
+    owner: dict[tuple[LinkKey, IpKey], tuple[DeclaredLink, int]] = {}
     for ns in view.values():
         for link in ns.links.values():
             if link.link.state == "absent":
                 continue
             segment = segments.find((ns.name, link.name))
             for index, address in enumerate(link.link.addresses):
-                ip = book.parse(address).ip
-                first = owner.setdefault((segment, ip), (link, index))
+                iface = book.parse(address)
+                first = owner.setdefault((segment, ip_key(iface)), (link, index))
                 if first[0].namespace == ns.name:
                     continue  # the same namespace: reported as a duplicate there
                 other, other_index = first
                 yield Finding(
                     (*link.path, "addresses", index),
-                    f"address {ip} is already on {other.namespace}/{other.name} "
+                    f"address {iface.ip} is already on {other.namespace}/{other.name} "
                     f"({format_path((*other.path, 'addresses', other_index))}), and the two "
                     "links share an L2 segment (a veth pair, a bridge and its ports, or a "
                     "macvlan and its parent); give one of them another address",
