@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from pydantic import ValidationError
 
 from passtplan.lang.models import KIND_FIELDS, Lab
 from passtplan.lang.semantics import check_lab, find_cycles
-from passtplan.lang.types import parse_interface
+from passtplan.lang.types import LinkKind, parse_interface
 
 
 def lab(namespaces: dict[str, Any], **extra: Any) -> Lab:
@@ -238,3 +238,7 @@ def test_an_address_twice_on_one_link_is_reported() -> None:
     assert messages(lab({"a": {"links": links}})) == [
         "address 10.0.0.1 is already on br0 in namespace 'a'"
     ]
+
+
+def test_every_kind_has_its_row_in_the_field_table() -> None:
+    assert set(KIND_FIELDS) == set(get_args(LinkKind))

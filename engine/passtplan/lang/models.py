@@ -62,11 +62,11 @@ FIELD_KINDS: dict[str, tuple[str, ...]] = {
     field: tuple(kind for kind, fields in KIND_FIELDS.items() if field in fields)
     for field in KIND_SPECIFIC
 }
-# (kind, field) -> the value when omitted: the kernel's own default
+# (kind, field) -> the value when omitted
 DEFAULTS: dict[tuple[str, str], object] = {
-    ("macvlan", "mode"): "vepa",
+    ("macvlan", "mode"): "vepa",  # the kernel's default for a new macvlan
     ("macvtap", "mode"): "vepa",
-    ("vxlan", "dstport"): 4789,  # IANA's; the kernel's own default (8472) is Linux's old one
+    ("vxlan", "dstport"): 4789,  # IANA's port; the kernel's default (8472) predates it
 }
 # (kind, field) -> the message when a new link of that kind lacks it
 REQUIRED: dict[tuple[str, str], str] = {

@@ -131,12 +131,14 @@ def _timestamp(node: ScalarNode) -> object:
         raise ValueError(f"{node.value!r} is not a date or time") from None
 
 
+# An explicit `!!bool yes` is still understood, as ruamel.yaml did; plain `yes` is a string.
+BOOL_WORDS = {"yes": True, "no": False, "y": True, "n": False, "true": True, "false": False}
+BOOL_WORDS |= {"on": True, "off": False}
+
+
 def _bool(value: str) -> bool:
-    # An explicit `!!bool yes` is still understood, as ruamel.yaml did; plain `yes` is a string.
-    words = {"yes": True, "no": False, "y": True, "n": False, "true": True, "false": False}
-    words |= {"on": True, "off": False}
     try:
-        return words[value.lower()]
+        return BOOL_WORDS[value.lower()]
     except KeyError:
         raise ValueError(f"{value!r} is not a boolean") from None
 
@@ -175,6 +177,5 @@ _BUILDERS: dict[str, Any] = {
     BOOL: _bool,
     INT: _int,
     FLOAT: _float,
-    STR: str,
     BINARY: _binary,
 }
