@@ -1,4 +1,4 @@
 """The plan language: models, the YAML reader with positions, validation and the schema.
 
-Imports only pydantic and ruamel.yaml: `passtplan validate` must stay cheap to start.
+Imports only pydantic and PyYAML: `passtplan validate` must stay cheap to start.
 """

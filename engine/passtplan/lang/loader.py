@@ -19,7 +19,13 @@ from passtplan.errors import Severity, SpecError, SpecIssue
 from passtplan.lang.manifest import VmManifest, read_manifest
 from passtplan.lang.models import API_VERSION, Lab
 from passtplan.lang.semantics import check_lab
-from passtplan.lang.yamlsource import DataPath, YamlDocument, format_path, read_yaml
+from passtplan.lang.yamlsource import (
+    DataPath,
+    YamlDocument,
+    cycle_collector_paused,
+    format_path,
+    read_yaml,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,11 @@ class LoadedLab:
 
 def load_lab(path: Path) -> LoadedLab:
     """Read and judge a lab file; raise SpecError carrying every error found."""
+    with cycle_collector_paused():
+        return _load_lab(path)
+
+
+def _load_lab(path: Path) -> LoadedLab:
     doc = read_yaml(path)
     lab = validate_document(doc)
     issues = [doc.issue(f.path, f.message, at_key=f.at_key) for f in check_lab(lab)]

@@ -9,11 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
-from passtplan.errors import Severity, SpecIssue
-from passtplan.lang.yamlsource import DataPath, YamlDocument
+from passtplan.errors import Severity, SpecError, SpecIssue
+from passtplan.lang.yamlsource import DataPath, YamlDocument, parse_yaml
 
 KUBEVIRT_API = "kubevirt.io/v1"
 # The three ways KubeVirt has spelled "this interface uses passt", by release (see issue 5):
@@ -242,9 +239,9 @@ def _as_warning(issue: SpecIssue) -> SpecIssue:
 def plaintext_password(user_data: str) -> str | None:
     """Name the cloud-config key that carries a password in clear text, if any."""
     try:
-        config = YAML(typ="safe", pure=True).load(user_data)
-    except YAMLError:
-        return None
+        config = parse_yaml(user_data.encode(), "userData").data
+    except SpecError:
+        return None  # not a cloud-config we can read, so not one that sets a password
     if not isinstance(config, dict):
         return None
     if isinstance(config.get("password"), str):

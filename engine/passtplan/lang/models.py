@@ -32,15 +32,49 @@ from passtplan.lang.types import (
     Mtu,
     Name,
     PodRef,
+    Port,
     RouteDestination,
     State,
     SysctlName,
     SysctlValue,
+    Uid,
+    Vni,
+    parse_ip,
 )
 
 API_VERSION = "passtplan/v1alpha1"
 HOST = "host"  # the reserved namespace: the node's own root namespace
 VM_PREFIX = "vm/"  # checks run `from: vm/NAME` inside a VM's guest
+
+
+# Which kinds take which field. The kernel side reads the same names (desired.py).
+KIND_FIELDS: dict[str, frozenset[str]] = {
+    "veth": frozenset({"peer"}),
+    "macvlan": frozenset({"parent", "mode"}),
+    "macvtap": frozenset({"parent", "mode"}),
+    "bridge": frozenset(),
+    "vxlan": frozenset({"id", "remote", "group", "local", "dstport", "dev"}),
+    "tap": frozenset({"owner"}),
+}
+KIND_SPECIFIC = tuple(sorted(set().union(*KIND_FIELDS.values())))
+# field -> the kinds it belongs to
+FIELD_KINDS: dict[str, tuple[str, ...]] = {
+    field: tuple(kind for kind, fields in KIND_FIELDS.items() if field in fields)
+    for field in KIND_SPECIFIC
+}
+# (kind, field) -> the value when omitted
+DEFAULTS: dict[tuple[str, str], object] = {
+    ("macvlan", "mode"): "vepa",  # the kernel's default for a new macvlan
+    ("macvtap", "mode"): "vepa",
+    ("vxlan", "dstport"): 4789,  # IANA's port; the kernel's default (8472) predates it
+}
+# (kind, field) -> the message when a new link of that kind lacks it
+REQUIRED: dict[tuple[str, str], str] = {
+    ("veth", "peer"): "a veth needs peer: NAMESPACE/IFNAME, the other end of the pair",
+    ("macvlan", "parent"): "a macvlan needs parent: NAMESPACE/IFNAME, the device it sits on",
+    ("macvtap", "parent"): "a macvtap needs parent: NAMESPACE/IFNAME, the device it sits on",
+    ("vxlan", "id"): "a vxlan needs id: its VNI, a number from 0 to 16777215",
+}
 
 
 class Spec(BaseModel):
@@ -66,34 +100,71 @@ class Link(Spec):
     mac: Mac | None = None
     master: IfName | None = Field(default=None, description="A bridge in the same namespace.")
     addresses: tuple[Address, ...] = Field(default=(), description="Addresses in CIDR form.")
+    # Fields of one kind or a few. Each is None on the other kinds (and refused there), and is
+    # checked, defaulted or required by _fields_of_their_kinds, which needs kind and state
+    # declared above them.
     parent: LinkRef | None = Field(
         default=None,
         validate_default=True,
-        description="macvlan: the lower device, NAMESPACE/IFNAME (created there, then moved here).",
+        description="macvlan, macvtap: the lower device, NAMESPACE/IFNAME (created there, then "
+        "moved here).",
     )
     mode: MacvlanMode | None = Field(
-        default=None, validate_default=True, description="macvlan mode; vepa when omitted."
+        default=None, validate_default=True, description="macvlan, macvtap mode; vepa if omitted."
     )
     peer: LinkRef | None = Field(
         default=None,
         validate_default=True,
         description="veth: the other end, NAMESPACE/IFNAME.",
     )
+    id: Vni | None = Field(
+        default=None, validate_default=True, description="vxlan: the VNI, 0 to 16777215."
+    )
+    remote: IP | None = Field(
+        default=None,
+        validate_default=True,
+        description="vxlan: the unicast address of the other end (or group, not both).",
+    )
+    group: IP | None = Field(
+        default=None,
+        validate_default=True,
+        description="vxlan: a multicast group to flood to (needs dev); or remote, not both.",
+    )
+    local: IP | None = Field(
+        default=None, validate_default=True, description="vxlan: the source address."
+    )
+    dstport: Port | None = Field(
+        default=None, validate_default=True, description="vxlan: the UDP port; 4789 if omitted."
+    )
+    dev: IfName | None = Field(
+        default=None,
+        validate_default=True,
+        description="vxlan: the underlay link, in the same namespace; required with group.",
+    )
+    owner: Uid | None = Field(
+        default=None, validate_default=True, description="tap: the uid allowed to open it."
+    )
 
-    @field_validator("parent", "mode", "peer")
+    @field_validator(*KIND_SPECIFIC)
     @classmethod
-    def _fields_of_one_kind(cls, value: str | None, info: ValidationInfo) -> str | None:
-        """parent and mode belong to a macvlan, peer to a veth; a veth or macvlan needs its own."""
+    def _fields_of_their_kinds(cls, value: object, info: ValidationInfo) -> object:
+        """A field of other kinds is refused; a kind's required field is required."""
         if "kind" not in info.data:
             return value  # kind itself is invalid, and reported
         kind, field = info.data["kind"], str(info.field_name)
-        owner, needed = KIND_FIELDS[field]
-        if kind != owner and value is not None:
-            raise ValueError(f"{field} is only for kind: {owner}, not {_kind_name(kind)}")
-        if kind == owner and value is None and info.data.get("state") != "absent":
-            if needed is None:
-                return "vepa"  # the kernel's default mode for a new macvlan
-            raise ValueError(needed)
+        owners = FIELD_KINDS[field]
+        if kind not in owners:
+            if value is not None:
+                raise ValueError(f"{field} is only for {_kinds(owners)}, not {_kind_name(kind)}")
+            return value
+        if info.data.get("state") == "absent":
+            return value
+        if value is None and (kind, field) in DEFAULTS:
+            return DEFAULTS[kind, field]
+        if value is None and (kind, field) in REQUIRED:
+            raise ValueError(REQUIRED[kind, field])
+        if kind == "vxlan":
+            check_vxlan_field(field, value, info.data)
         return value
 
     @model_validator(mode="after")
@@ -108,12 +179,33 @@ class Link(Spec):
         return self
 
 
-# field -> (the kind it belongs to, the message when that kind lacks it; None: has a default)
-KIND_FIELDS: dict[str, tuple[str, str | None]] = {
-    "parent": ("macvlan", "a macvlan needs parent: NAMESPACE/IFNAME, the device it sits on"),
-    "mode": ("macvlan", None),
-    "peer": ("veth", "a veth needs peer: NAMESPACE/IFNAME, the other end of the pair"),
-}
+def check_vxlan_field(field: str, value: object, earlier: dict[str, object]) -> None:
+    """A vxlan reaches its other ends by remote (one unicast address) or group (multicast).
+
+    Judged field by field, each against those declared before it, so that every message
+    points at the field to change.
+    """
+    remote, group = earlier.get("remote"), earlier.get("group")
+    if field in ("remote", "local") and isinstance(value, str):
+        ip = parse_ip(value)
+        if ip.is_multicast or ip.is_unspecified:
+            also = "; for multicast use group" if field == "remote" else ""
+            raise ValueError(f"{field} {value} is not a unicast address{also}")
+    if field == "group" and isinstance(value, str):
+        if remote is not None:
+            raise ValueError("a vxlan takes remote (one other end) or group (multicast), not both")
+        if not parse_ip(value).is_multicast:
+            raise ValueError(f"group {value} is not a multicast address; for one peer use remote")
+    if field == "local" and isinstance(value, str):
+        other = remote if isinstance(remote, str) else group
+        if isinstance(other, str) and parse_ip(other).version != parse_ip(value).version:
+            raise ValueError(f"local {value} and {other} are not of the same IP version")
+    if field == "dev" and value is None and group is not None:
+        raise ValueError(f"a vxlan with group {group} needs dev: the link to join the group on")
+
+
+def _kinds(kinds: tuple[str, ...]) -> str:
+    return "kind: " + " or ".join(kinds)
 
 
 def _kind_name(kind: str | None) -> str:

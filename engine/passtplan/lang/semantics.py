@@ -9,15 +9,18 @@ links the lab does not declare). A finding is reported once even when both views
 from __future__ import annotations
 
 import difflib
-import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import get_args
 
 from passtplan.errors import BugError
-from passtplan.lang.models import HOST, VM_PREFIX, Lab, Link, Namespace
-from passtplan.lang.yamlsource import DataPath
+from passtplan.lang.models import HOST, VM_PREFIX, Lab, Link, Namespace, Route
+from passtplan.lang.types import Interface, IPAddress, LinkKind, parse_interface, parse_ip
+from passtplan.lang.yamlsource import DataPath, format_path
 
 LOOPBACK = "lo"
+ALL_KINDS = ", ".join(get_args(LinkKind)[:-1]) + f" or {get_args(LinkKind)[-1]}"
+LOWER_DEVICE_KINDS = ("macvlan", "macvtap")  # sit on a parent, and cannot be one
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,62 @@ class DeclaredNamespace:
     specs: list[tuple[Namespace, DataPath]] = field(default_factory=list)
 
 
+IpKey = tuple[int, int]  # (IP version, the address as an integer)
+
+
+def ip_key(ip: IPAddress | Interface) -> IpKey:
+    """An address as a set or dict key: hashing ipaddress objects costs more than the rest."""
+    return ip.version, int(ip)
+
+
+@dataclass
+class Subnets:
+    """The addresses of some links, indexed so that judging a gateway scans none of them."""
+
+    addresses: list[str] = field(default_factory=list)
+    ips: set[IpKey] = field(default_factory=set)
+    # (IP version, prefix length) -> the networks of that length, as integers
+    networks: dict[tuple[int, int], set[int]] = field(default_factory=dict)
+
+    def add(self, address: str, iface: Interface) -> None:
+        self.addresses.append(address)
+        self.ips.add(ip_key(iface))
+        key = (iface.version, iface.network.prefixlen)
+        self.networks.setdefault(key, set()).add(int(iface.network.network_address))
+
+    def covers(self, ip: IPAddress) -> bool:
+        """Is `ip` in the subnet of one of the addresses? One probe per prefix length in use."""
+        value, bits = int(ip), ip.max_prefixlen
+        return any(
+            (value >> (bits - prefixlen)) << (bits - prefixlen) in networks
+            for (version, prefixlen), networks in self.networks.items()
+            if version == ip.version
+        )
+
+
+class AddressBook:
+    """Each link's and namespace's subnets indexed once: every route of a namespace asks."""
+
+    def __init__(self) -> None:
+        # keyed by id(namespace); the namespace is kept with its entry so its id stays unique
+        self._subnets: dict[tuple[int, str | None], tuple[DeclaredNamespace, Subnets]] = {}
+
+    def parse(self, address: str) -> Interface:
+        return parse_interface(address)
+
+    def subnets(self, ns: DeclaredNamespace, dev: DeclaredLink | None) -> Subnets:
+        """The addresses on `dev`, or on every link of `ns` when dev is None."""
+        key = (id(ns), dev.name if dev is not None else None)
+        if key not in self._subnets:
+            subnets = Subnets()
+            for link in [dev] if dev is not None else ns.links.values():
+                if link.link.state == "present":
+                    for address in link.link.addresses:
+                        subnets.add(address, self.parse(address))
+            self._subnets[key] = (ns, subnets)
+        return self._subnets[key][1]
+
+
 def link_address(namespace: str, name: str) -> str:
     """The address of a link in plans, graphs and messages: `link.pod/macvlan1`."""
     return f"link.{namespace}/{name}"
@@ -61,17 +120,24 @@ def split_ref(ref: str, here: str) -> tuple[str, str]:
 def check_lab(lab: Lab) -> list[Finding]:
     findings: dict[DataPath, Finding] = {}
     merged, merge_findings = merge_sections(lab)
+    book = AddressBook()
     for finding in [
         *reserved_names(lab),
         *merge_findings,
         *resolve_targets(lab),
         *sandbox_vms(lab),
-        *view_findings(real_view(lab), "on a real node"),
-        *view_findings(merged, "with --sandbox"),
+        *view_findings(real_view(lab), "on a real node", book),
+        *(view_findings(merged, "with --sandbox", book) if _views_differ(lab) else ()),
         *check_sources(lab),
     ]:
         findings.setdefault(finding.path, finding)
     return list(findings.values())
+
+
+def _views_differ(lab: Lab) -> bool:
+    """Without a sandbox section or a host namespace both views hold the same links, and
+    judging a big lab twice for nothing costs a noticeable part of `validate`."""
+    return bool(lab.sandbox.namespaces) or HOST in lab.namespaces
 
 
 def real_view(lab: Lab) -> dict[str, DeclaredNamespace]:
@@ -195,13 +261,17 @@ def check_sources(lab: Lab) -> Iterator[Finding]:
             )
 
 
-def view_findings(view: dict[str, DeclaredNamespace], where: str) -> Iterator[Finding]:
+def view_findings(
+    view: dict[str, DeclaredNamespace], where: str, book: AddressBook | None = None
+) -> Iterator[Finding]:
+    book = book or AddressBook()
     for ns in view.values():
         for link in ns.links.values():
             yield from _link_findings(view, ns, link, where)
         for spec, path in ns.specs:
-            yield from _route_findings(ns, spec, path, where)
-        yield from _duplicate_addresses(ns)
+            yield from _route_findings(ns, spec, path, where, book)
+        yield from _duplicate_addresses(ns, book)
+    yield from _segment_duplicates(view, book)
     yield from _passthru_findings(view)
     yield from _cycles(view)
 
@@ -216,13 +286,15 @@ def _link_findings(
         yield Finding(
             link.path,
             f"link {link.name!r} has no kind, and namespace {ns.name!r} is created by the lab "
-            f"{where}, so nothing provides it; add kind: veth, macvlan or bridge",
+            f"{where}, so nothing provides it; add kind: {ALL_KINDS}",
             at_key=True,
         )
     if spec.parent is not None:
         yield from _parent_findings(view, link, where)
     if spec.peer is not None:
         yield from _peer_findings(view, link, where)
+    if spec.dev is not None:
+        yield from _dev_findings(view, link, where)
     if spec.master is not None:
         target = _lookup(view, ns.name, spec.master, (*link.path, "master"), where)
         if isinstance(target, Finding):
@@ -264,23 +336,39 @@ def _parent_findings(
 ) -> Iterator[Finding]:
     path, (namespace, name) = _reference(link, "parent")
     if (namespace, name) == (link.namespace, link.name):
-        yield Finding(path, "a macvlan cannot be its own parent")
+        yield Finding(path, f"a {link.link.kind} cannot be its own parent")
         return
     target = _lookup(view, namespace, name, path, where)
     if isinstance(target, Finding):
         yield target
-    elif target is not None and target.link.kind == "macvlan":
+    elif target is not None and target.link.kind in LOWER_DEVICE_KINDS:
         yield Finding(
             path,
-            f"parent {link.link.parent} is itself a macvlan; put both on its parent "
+            f"parent {link.link.parent} is itself a {target.link.kind}; put both on its parent "
             f"{target.link.parent}",
         )
     elif target is not None and target.link.master:
         yield Finding(
             path,
             f"parent {link.link.parent} is a port of bridge {target.link.master}, and the kernel "
-            f"lets a device serve one of the two; put the macvlan on {target.link.master} instead",
+            f"lets a device serve one of the two; put the {link.link.kind} on "
+            f"{target.link.master} instead",
         )
+
+
+def _dev_findings(
+    view: dict[str, DeclaredNamespace], link: DeclaredLink, where: str
+) -> Iterator[Finding]:
+    """A vxlan's underlay: a link of its own namespace, which must be there first."""
+    path: DataPath = (*link.path, "dev")
+    dev = link.link.dev
+    if dev == link.name:
+        yield Finding(path, f"a {link.link.kind} cannot be its own dev; name its underlay link")
+        return
+    assert dev is not None
+    target = _lookup(view, link.namespace, dev, path, where)
+    if isinstance(target, Finding):
+        yield target
 
 
 def _reference(link: DeclaredLink, field: str) -> tuple[DataPath, tuple[str, str]]:
@@ -329,12 +417,12 @@ def _describe(link: Link) -> str:
 
 
 def _route_findings(
-    ns: DeclaredNamespace, spec: Namespace, path: DataPath, where: str
+    ns: DeclaredNamespace, spec: Namespace, path: DataPath, where: str, book: AddressBook
 ) -> Iterator[Finding]:
     seen: dict[tuple[str, int | None, int | None], int] = {}
     for index, route in enumerate(spec.routes):
         route_path: DataPath = (*path, "routes", index)
-        key = (route.to, route.table, route.metric)
+        key = (route_key(route), route.table, route.metric)
         if route.state == "present" and key in seen:
             yield Finding(
                 route_path,
@@ -367,29 +455,36 @@ def _route_findings(
                 )
                 continue
         if route.via is not None and not route.onlink:
-            yield from _gateway_findings(ns, route.via, route.dev, dev, (*route_path, "via"))
+            # A link the lab does not declare: its addresses are known only on the node.
+            undeclared = route.dev is not None and dev is None
+            subnets = None if undeclared else book.subnets(ns, dev)
+            yield from _gateway_findings(ns, route.via, route.dev, subnets, (*route_path, "via"))
+
+
+def route_key(route: Route) -> str:
+    """What a route's destination means: `default` is 0.0.0.0/0 or ::/0 by the gateway's family.
+
+    So an IPv4 and an IPv6 default live side by side, and `default via fd00::1` is `::/0`.
+    """
+    return DEFAULTS[route.family] if route.to == "default" else route.to
+
+
+DEFAULTS = {4: "0.0.0.0/0", 6: "::/0"}
 
 
 def _gateway_findings(
-    ns: DeclaredNamespace, via: str, dev_name: str | None, dev: DeclaredLink | None, path: DataPath
+    ns: DeclaredNamespace, via: str, dev_name: str | None, subnets: Subnets | None, path: DataPath
 ) -> Iterator[Finding]:
-    if dev_name is not None and dev is None:
-        return  # a link the lab does not declare: its addresses are known only on the node
-    candidates = [dev] if dev is not None else list(ns.links.values())
-    addresses = [
-        ipaddress.ip_interface(a)
-        for link in candidates
-        if link.link.state == "present"
-        for a in link.link.addresses
-    ]
-    gateway = ipaddress.ip_address(via)
-    if any(a.ip == gateway for a in addresses):
-        yield Finding(path, f"gateway {via} is an address of this namespace itself")
-    elif any(a.version == gateway.version and gateway in a.network for a in addresses):
+    if subnets is None:
         return
-    elif addresses or not ns.external:
+    gateway = parse_ip(via)
+    if ip_key(gateway) in subnets.ips:
+        yield Finding(path, f"gateway {via} is an address of this namespace itself")
+    elif subnets.covers(gateway):
+        return
+    elif subnets.addresses or not ns.external:
         on = f"on {dev_name}" if dev_name else f"in namespace {ns.name!r}"
-        have = ", ".join(str(a) for a in addresses) or "none"
+        have = ", ".join(subnets.addresses) or "none"
         yield Finding(
             path,
             f"gateway {via} is not in the subnet of any address {on} ({have}); add an address "
@@ -397,18 +492,89 @@ def _gateway_findings(
         )
 
 
-def _duplicate_addresses(ns: DeclaredNamespace) -> Iterator[Finding]:
-    owner: dict[str, str] = {}
+def _duplicate_addresses(ns: DeclaredNamespace, book: AddressBook) -> Iterator[Finding]:
+    owner: dict[IpKey, str] = {}
     for link in ns.links.values():
         for index, address in enumerate(link.link.addresses):
-            ip = str(ipaddress.ip_interface(address).ip)
-            if ip in owner:
+            iface = book.parse(address)
+            key = ip_key(iface)
+            if key in owner:
                 yield Finding(
                     (*link.path, "addresses", index),
-                    f"address {ip} is already on {owner[ip]} in namespace {ns.name!r}",
+                    f"address {iface.ip} is already on {owner[key]} in namespace {ns.name!r}",
                 )
             else:
-                owner[ip] = link.name
+                owner[key] = link.name
+
+
+LinkKey = tuple[str, str]  # (namespace, interface name)
+
+
+class UnionFind:
+    """Disjoint sets with path halving and union by size: near-linear over a whole lab."""
+
+    def __init__(self) -> None:
+        self.parent: dict[LinkKey, LinkKey] = {}
+        self.size: dict[LinkKey, int] = {}
+
+    def find(self, key: LinkKey) -> LinkKey:
+        parent = self.parent.setdefault(key, key)
+        while parent != key:
+            grandparent = self.parent[parent]
+            self.parent[key] = grandparent
+            key, parent = parent, self.parent.setdefault(grandparent, grandparent)
+        return key
+
+    def union(self, a: LinkKey, b: LinkKey) -> None:
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return
+        if self.size.get(a, 1) < self.size.get(b, 1):
+            a, b = b, a
+        self.parent[b] = a
+        self.size[a] = self.size.get(a, 1) + self.size.get(b, 1)
+
+
+def l2_segments(view: dict[str, DeclaredNamespace]) -> UnionFind:
+    """The lab's L2 segments: a veth's two ends, a bridge and its ports, a macvlan or macvtap
+    and its parent each share one."""
+    segments = UnionFind()
+    for ns in view.values():
+        for link in ns.links.values():
+            spec = link.link
+            if spec.state == "absent":
+                continue
+            here = (ns.name, link.name)
+            for ref in (spec.peer, spec.parent):
+                if ref is not None:
+                    segments.union(here, split_ref(ref, ns.name))
+            if spec.master is not None:
+                segments.union(here, (ns.name, spec.master))
+    return segments
+
+
+def _segment_duplicates(view: dict[str, DeclaredNamespace], book: AddressBook) -> Iterator[Finding]:
+    """One address twice in an L2 segment: the two hosts answer ARP/ND for it in turn."""
+    segments = l2_segments(view)
+    owner: dict[tuple[LinkKey, IpKey], tuple[DeclaredLink, int]] = {}
+    for ns in view.values():
+        for link in ns.links.values():
+            if link.link.state == "absent":
+                continue
+            segment = segments.find((ns.name, link.name))
+            for index, address in enumerate(link.link.addresses):
+                iface = book.parse(address)
+                first = owner.setdefault((segment, ip_key(iface)), (link, index))
+                if first[0].namespace == ns.name:
+                    continue  # the same namespace: reported as a duplicate there
+                other, other_index = first
+                yield Finding(
+                    (*link.path, "addresses", index),
+                    f"address {iface.ip} is already on {other.namespace}/{other.name} "
+                    f"({format_path((*other.path, 'addresses', other_index))}), and the two "
+                    "links share an L2 segment (a veth pair, a bridge and its ports, or a "
+                    "macvlan and its parent); give one of them another address",
+                )
 
 
 def _passthru_findings(view: dict[str, DeclaredNamespace]) -> Iterator[Finding]:
@@ -418,11 +584,13 @@ def _passthru_findings(view: dict[str, DeclaredNamespace]) -> Iterator[Finding]:
             if link.link.parent is not None and link.link.state == "present":
                 users.setdefault(split_ref(link.link.parent, ns.name), []).append(link)
     for (namespace, name), links in users.items():
-        if len(links) > 1 and any(link.link.mode == "passthru" for link in links):
+        passthru = next((link for link in links if link.link.mode == "passthru"), None)
+        if len(links) > 1 and passthru is not None:
             for link in links[1:]:
                 yield Finding(
                     (*link.path, "mode"),
-                    f"{namespace}/{name} has a passthru macvlan, which must be its only macvlan",
+                    f"{namespace}/{name} has a passthru {passthru.link.kind}, which must be the "
+                    "only macvlan or macvtap on it",
                 )
 
 
@@ -437,6 +605,8 @@ def dependency_edges(view: dict[str, DeclaredNamespace]) -> Iterator[tuple[Decla
                 yield link, link_address(ns.name, spec.master)
             if spec.parent is not None and split_ref(spec.parent, ns.name) != (ns.name, link.name):
                 yield link, link_address(*split_ref(spec.parent, ns.name))
+            if spec.dev is not None and spec.dev != link.name:
+                yield link, link_address(ns.name, spec.dev)  # a vxlan's underlay
 
 
 def _cycles(view: dict[str, DeclaredNamespace]) -> Iterator[Finding]:

@@ -7,28 +7,41 @@ data can be traced back to where it was written.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from ruamel.yaml.reader import ReaderError
+from yaml.error import MarkedYAMLError, YAMLError  # type: ignore[import-untyped, unused-ignore]
+from yaml.nodes import (  # type: ignore[import-untyped, unused-ignore]
+    MappingNode,
+    Node,
+    ScalarNode,
+    SequenceNode,
+)
+from yaml.reader import ReaderError  # type: ignore[import-untyped, unused-ignore]
 
 from passtplan.errors import SpecError, SpecIssue
+from passtplan.lang.yaml12 import FastLoader, SlowLoader, construct_scalar
 
 DataPath = tuple[str | int, ...]
 
 # Expanding aliases can blow a small file up exponentially ("billion laughs");
 # no lab comes near this many nodes.
 MAX_NODES = 200_000
+# A lab nests a handful of levels; far deeper would exhaust the walker's stack (merge keys that
+# refer to mappings with merge keys nest too).
+MAX_DEPTH = 100
 MERGE_TAG = "tag:yaml.org,2002:merge"
+STR_TAG = "tag:yaml.org,2002:str"
 COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 
 
-@dataclass(frozen=True)
-class Position:
+class Position(NamedTuple):
+    """A place in the file. A tuple, not a dataclass: a big lab makes a hundred thousand."""
+
     line: int  # 1-based
     col: int  # 1-based
 
@@ -72,6 +85,24 @@ def format_path(path: DataPath) -> str:
     return out
 
 
+@contextmanager
+def cycle_collector_paused() -> Iterator[None]:
+    """Hold the cycle collector off while a lab is read and judged.
+
+    Reading allocates a container per YAML node and then per model, and every few hundred
+    allocations the collector scans the growing heap: that was half the time of `validate` on
+    a big lab. What is built here is freed by reference counting; the few cycles (a recursive
+    alias) wait for the next collection.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def read_yaml(path: Path, display_name: str | None = None) -> YamlDocument:
     """Parse one file; raise SpecError with every problem found (all duplicate keys, say)."""
     name = display_name or str(path)
@@ -86,24 +117,60 @@ def read_yaml(path: Path, display_name: str | None = None) -> YamlDocument:
 
 def parse_yaml(raw: bytes, name: str) -> YamlDocument:
     text = _decode(raw, name)
-    yaml = YAML(typ="safe", pure=True)
-    try:
-        root = yaml.compose(text)
-    except MarkedYAMLError as exc:
-        raise SpecError([_marked_issue(name, exc)]) from None
-    except ReaderError as exc:
-        line, col = _offset_to_position(text, exc.position)
-        msg = f"the file is not YAML text: character {exc.character!r} is not allowed here"
-        raise SpecError([SpecIssue(name, line, col, "", msg)]) from None
-    except YAMLError as exc:
-        raise SpecError([SpecIssue(name, 1, 1, "", f"YAML error: {exc}")]) from None
-    if root is None:
-        raise SpecError([SpecIssue(name, 1, 1, "", "the file is empty")])
-    walker = _Walker(name, yaml)
-    data = walker.walk(root, ())
+    with cycle_collector_paused():
+        root = _compose(text, name)
+        if root is None:
+            raise SpecError([SpecIssue(name, 1, 1, "", "the file is empty")])
+        walker = _Walker(name)
+        data = walker.walk(root, ())
     if walker.issues:
         raise SpecError(walker.issues)
     return YamlDocument(name, data, walker.keys, walker.values)
+
+
+def _compose(text: str, name: str) -> Node | None:
+    """The node tree, composed by libyaml; a file it refuses is read again for the message.
+
+    libyaml is some ten times faster than a pure-Python parser, but its messages are terse
+    ("found character that cannot start any token"); the pure-Python parser names the character
+    and the token it expected. Errors are rare, so reading a bad file twice costs nothing that
+    matters.
+    """
+    try:
+        return _load(text, FastLoader)
+    except YAMLError as fast_error:
+        if FastLoader is not SlowLoader:
+            try:
+                _load(text, SlowLoader)
+            except YAMLError as exc:
+                raise SpecError([_yaml_issue(name, text, exc)]) from None
+            except RecursionError:
+                pass  # nested too deep for the pure parser: libyaml's message says so
+        raise SpecError([_yaml_issue(name, text, fast_error)]) from None
+    except RecursionError:
+        msg = f"the document nests too deeply; a lab nests a few levels, at most {MAX_DEPTH}"
+        raise SpecError([SpecIssue(name, 1, 1, "", msg)]) from None
+
+
+def _load(text: str, loader_class: type[Any]) -> Node | None:
+    loader = loader_class(text)
+    try:
+        node: Node | None = loader.get_single_node()
+        return node
+    finally:
+        loader.dispose()
+
+
+def _yaml_issue(name: str, text: str, exc: YAMLError) -> SpecIssue:
+    if isinstance(exc, MarkedYAMLError):
+        return _marked_issue(name, exc)
+    if isinstance(exc, ReaderError):
+        line, col = _offset_to_position(text, exc.position)
+        # PyYAML gives the character as its code point
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        msg = f"the file is not YAML text: character {char!r} is not allowed here"
+        return SpecIssue(name, line, col, "", msg)
+    return SpecIssue(name, 1, 1, "", f"YAML error: {exc}")
 
 
 def _decode(raw: bytes, name: str) -> str:
@@ -144,9 +211,8 @@ def _position(node: Node) -> Position:
 class _Walker:
     """Turns a node tree into dicts, lists and scalars, recording positions and problems."""
 
-    def __init__(self, name: str, yaml: YAML) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.constructor = yaml.constructor
         self.keys: dict[DataPath, Position] = {}
         self.values: dict[DataPath, Position] = {}
         self.issues: list[SpecIssue] = []
@@ -163,29 +229,36 @@ class _Walker:
             if self.count == MAX_NODES + 1:
                 self.problem(node, path, f"the document expands to more than {MAX_NODES} nodes")
             return None
-        self.values.setdefault(path, _position(node))
+        if path not in self.values:
+            mark = node.start_mark
+            self.values[path] = Position(mark.line + 1, mark.column + 1)
+        if isinstance(node, ScalarNode):
+            if node.tag == STR_TAG:
+                return node.value  # most values: nothing to build (this runs once a node)
+            return self.scalar(node, path)  # a scalar contains nothing, so it cannot recur
         if id(node) in self.active:
             self.problem(node, path, "an alias refers to a node that contains it")
             return None
-        if not isinstance(node, ScalarNode) and node.tag not in COLLECTION_TAGS:
-            self.problem(node, path, f"unknown tag {node.tag!r}; a lab uses plain YAML, remove it")
+        if node.tag not in COLLECTION_TAGS:
+            self.problem(node, path, _unknown_tag(node.tag))
+            return None
+        if len(self.active) >= MAX_DEPTH:
+            self.problem(node, path, f"the document nests more than {MAX_DEPTH} levels deep")
             return None
         self.active.add(id(node))
         try:
             if isinstance(node, MappingNode):
                 return self.mapping(node, path)
-            if isinstance(node, SequenceNode):
-                return [self.walk(item, (*path, i)) for i, item in enumerate(node.value)]
-            return self.scalar(node, path)
+            return [self.walk(item, (*path, i)) for i, item in enumerate(node.value)]
         finally:
             self.active.discard(id(node))
 
-    def scalar(self, node: Node, path: DataPath) -> object:
+    def scalar(self, node: ScalarNode, path: DataPath) -> object:
         try:
-            return self.constructor.construct_object(node, deep=True)
-        except MarkedYAMLError as exc:
-            self.problem(node, path, exc.problem or "cannot read this value")
-        except (ValueError, TypeError) as exc:
+            return construct_scalar(node)
+        except LookupError:
+            self.problem(node, path, _unknown_tag(node.tag))
+        except ValueError as exc:
             self.problem(node, path, f"cannot read this value: {exc}")
         return None
 
@@ -209,15 +282,16 @@ class _Walker:
                     f"column {first.col}; keep one of them",
                 )
                 continue
-            seen[key] = _position(key_node)
             sub = (*path, key)
-            self.keys[sub] = _position(key_node)
+            seen[key] = self.keys[sub] = _position(key_node)
             out[key] = self.walk(value_node, sub)
         for merged_key, value in merged.items():
             out.setdefault(merged_key, value)
         return out
 
     def walk_key(self, node: Node, path: DataPath) -> str | int | None:
+        if node.tag == STR_TAG and isinstance(node, ScalarNode):
+            return str(node.value)  # nearly every key: no need to build it
         if not isinstance(node, ScalarNode):
             self.problem(node, path, "a mapping key must be a plain value, not a list or mapping")
             return None
@@ -233,5 +307,9 @@ class _Walker:
             value = self.walk(source, path)
             if isinstance(value, dict):
                 yield from value.items()
-            else:
+            elif not isinstance(source, MappingNode):  # (a mapping that failed is reported)
                 self.problem(source, path, "a merge key (<<) must refer to a mapping")
+
+
+def _unknown_tag(tag: str) -> str:
+    return f"unknown tag {tag!r}; a lab uses plain YAML, remove it"
