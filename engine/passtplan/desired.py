@@ -6,7 +6,6 @@ namespace N is the named netns LAB-N, `host` included, and the sandbox section i
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -37,7 +36,8 @@ class Desired:
         its gateway."""
         if route.dev is not None or route.via is None:
             return route.dev
-        return next(self._address_subnets.holding(route.namespace, route.via), None)
+        found = self._address_subnets.holding(route.namespace, route.via)
+        return found[0] if found else None
 
     @cached_property
     def _address_subnets(self) -> SubnetIndex[str]:
@@ -198,9 +198,9 @@ def desired_link(owner: str, ns: str, name: str, link: spec.Link) -> res.Link:
 
 def desired_route(ns: str, route: spec.Route) -> res.Route:
     family: Literal[4, 6] = 6 if route.family == 6 else 4
-    # `::/0` and `0.0.0.0/0` are `default`, as observation writes them.
-    network = None if route.to == "default" else ipaddress.ip_network(route.to)
-    to = "default" if network is None or network.prefixlen == 0 else str(network)
+    # The language wrote `to` canonically; `::/0` and `0.0.0.0/0` are `default`, as observation
+    # writes them.
+    to = "default" if route.to.endswith("/0") else route.to
     return res.Route(
         namespace=ns,
         to=to,

@@ -473,7 +473,7 @@ def _gateway_lost(work: _Diff, route: res.Route) -> bool:
     """The kernel drops a route when the address whose subnet holds its gateway goes."""
     if route.via is None:
         return False
-    return next(work.deleted_subnets.holding(route.namespace, route.via), None) is not None
+    return bool(work.deleted_subnets.holding(route.namespace, route.via))
 
 
 def _route_differs(want: res.Route, have: res.Route) -> tuple[str, ...]:
