@@ -51,7 +51,7 @@ def test_the_language_imports_nothing_of_the_engine(path: Path) -> None:
     assert engine == []
 
 
-PURE = ("pyroute2", "kubernetes", "socket", "subprocess")
+PURE = ("pyroute2", "kubernetes", "subprocess", "passtplan.providers")
 
 
 @pytest.mark.parametrize(

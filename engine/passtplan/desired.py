@@ -192,6 +192,13 @@ def desired_link(owner: str, ns: str, name: str, link: spec.Link) -> res.Link:
         parent=split_ref(link.parent, ns) if link.parent else None,
         mode=link.mode,
         peer=split_ref(link.peer, ns) if link.peer else None,
+        vni=link.id,
+        remote=link.remote,
+        group=link.group,
+        local=link.local,
+        dstport=link.dstport,
+        dev=link.dev,
+        tap_owner=link.owner,
         owner=owner if created else None,
     )
 
