@@ -1,5 +1,6 @@
 """Link kinds without root: the IFLA_INFO_DATA decoders on a link dump captured from the kernel
-(fixtures/rtnl/links.json, made by fixtures/rtnl/capture.py), the replace/in-place table."""
+(fixtures/rtnl/links.json, made by fixtures/rtnl/capture.py), the replace/in-place table, and
+`show` writing the kinds back."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import struct
 import pytest
 
 from passtplan import resources as res
+from passtplan.commands.show import lab_document
 from passtplan.providers import rtnl
 from passtplan.providers.link import to_links
 from tests.conftest import FIXTURES
@@ -201,3 +203,40 @@ def test_tap_owner_in_place_and_tun_replaced() -> None:
     tap = res.Link("a", "t0", "tap", tap_owner=1000)
     assert res.update_fields(res.Link("a", "t0", "tap", tap_owner=1001), tap) == ("tap_owner",)
     assert res.replace_fields(tap, res.Link("a", "t0", "tun")) == ("kind",)
+
+
+# --- show --------------------------------------------------------------------------------
+
+
+def test_show_writes_the_kinds_back(captured: dict[str, res.Link]) -> None:
+    ns = res.Namespace("x", "x", res.NamespaceRole.RESOLVED, ("path", "/run/netns/x"))
+    addresses = [res.Address("x", "vx4", "10.5.0.1/24"), res.Address("x", "tap0", "10.6.0.1/24")]
+    addresses.append(res.Address("x", "vx4", "fd05::1/64"))
+    state = res.State({"x": res.NamespaceState(ns, captured, addresses)})
+    links = lab_document(state)["namespaces"]["x"]["links"]  # type: ignore[index]
+    assert links["vx4"] == {
+        "kind": "vxlan",
+        "id": 42,
+        "remote": "10.0.0.2",
+        "local": "10.0.0.1",
+        "dstport": 4789,
+        "dev": "br0",
+        "up": False,
+        "mtu": 1450,
+        "mac": captured["vx4"].mac,
+        "addresses": ["10.5.0.1/24", "fd05::1/64"],
+    }
+    assert links["vxm"]["group"] == "239.1.1.1"
+    assert "remote" not in links["vxm"]
+    assert {k: links["tap0"][k] for k in ("kind", "owner", "addresses")} == {
+        "kind": "tap",
+        "owner": 1000,
+        "addresses": ["10.6.0.1/24"],
+    }
+    assert "owner" not in links["tap1"]
+    assert "kind" not in links["tun0"]  # not a kind a lab creates: configured as found
+    assert {k: links["mvt1"][k] for k in ("kind", "parent", "mode")} == {
+        "kind": "macvtap",
+        "parent": "x/br1",
+        "mode": "private",
+    }
