@@ -157,8 +157,13 @@ def _create(ctx: ApplyContext, link: res.Link) -> str:
         case "macvlan" | "macvtap":
             return _create_on_parent(ctx, handle, link)
         case "bridge" | "vxlan":
-            args = {"ifname": link.name, "kind": kind, **_kind_settings(ctx, handle, link)}
-            handle.run(lambda: handle.ipr.link("add", **args))
+            # On the namespace's thread, settings included: a vxlan's dev is looked up on the
+            # namespace's socket, which only that thread reads.
+            handle.run(
+                lambda: handle.ipr.link(
+                    "add", ifname=link.name, kind=kind, **_kind_settings(ctx, handle, link)
+                )
+            )
             return f"created {kind}"
         case "tap":
             handle.run(lambda: kernel.make_tap(handle.fd, link.name, link.tap_owner))
