@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+from typing import Any
 
 import pytest
 
@@ -145,8 +146,8 @@ def test_vxlan_built_with_the_codec() -> None:
 # --- what the kernel changes in place (found in tests/integration/test_link_kinds.py) --------
 
 
-def vxlan(**fields: object) -> res.Link:
-    return res.Link("a", "vx0", "vxlan", **fields)  # type: ignore[arg-type]
+def vxlan(**fields: Any) -> res.Link:
+    return res.Link("a", "vx0", "vxlan", **fields)
 
 
 LIVE = vxlan(vni=42, remote="10.0.0.2", local="10.0.0.1", dstport=4789, dev="br0")
@@ -213,7 +214,8 @@ def test_show_writes_the_kinds_back(captured: dict[str, res.Link]) -> None:
     addresses = [res.Address("x", "vx4", "10.5.0.1/24"), res.Address("x", "tap0", "10.6.0.1/24")]
     addresses.append(res.Address("x", "vx4", "fd05::1/64"))
     state = res.State({"x": res.NamespaceState(ns, captured, addresses)})
-    links = lab_document(state)["namespaces"]["x"]["links"]  # type: ignore[index]
+    links: Any = lab_document(state)["namespaces"]
+    links = links["x"]["links"]
     assert links["vx4"] == {
         "kind": "vxlan",
         "id": 42,

@@ -146,7 +146,7 @@ def netlink_socket(fd: int | None) -> socket.socket:
         return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
 
 
-def _attach_tun(netns: int | None, name: str, flags: int) -> int:
+def attach_tun(netns: int | None, name: str, flags: int) -> int:
     """An fd attached to tun/tap NAME in namespace `netns`, made if it does not exist: the device
     belongs to the namespace of the task that opened /dev/net/tun, so the open is made there."""
     fd = run_inside(netns, lambda: os.open(TUN_DEVICE, os.O_RDWR | os.O_CLOEXEC))
@@ -163,7 +163,7 @@ def make_tap(netns: int | None, name: str, owner: int | None) -> None:
     that lives on when the fd that made it is closed. Like `ip link add`, refuses a name taken
     (without IFF_TUN_EXCL the kernel would attach to a tap of that name)."""
     try:
-        fd = _attach_tun(netns, name, IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL)
+        fd = attach_tun(netns, name, IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL)
     except OSError as exc:
         if exc.errno == errno.EBUSY:
             raise FileExistsError(errno.EEXIST, f"{name}: a link by this name exists") from None
@@ -180,7 +180,7 @@ def set_tun_owner(netns: int | None, name: str, flags: int, owner: int) -> None:
     """Give a persistent tun or tap another owner. Attaching sets the device's flags again:
     `flags` must be those it has (rtnl.tun_flags). The kernel refuses (EBUSY) while a process
     holds the device open, unless it is multi-queue."""
-    fd = _attach_tun(netns, name, flags)
+    fd = attach_tun(netns, name, flags)
     try:
         fcntl.ioctl(fd, TUNSETOWNER, owner)
     finally:
