@@ -3,7 +3,9 @@ changing and deleting links of each kind.
 
 Adding a kind: a row in `resources.LINK_KINDS` (which fields force a replace, which change in
 place), its IFLA_INFO_DATA decoder in `rtnl.KIND_DATA`, and its case in `_create` and
-`_kind_settings` below; mypy's exhaustiveness check over `CreatedKind` names each place.
+`_kind_settings` below; mypy's exhaustiveness check over `CreatedKind` names each place. A kind
+the kernel does not make through rtnetlink (tap: /dev/net/tun) has its own create and, in
+`_configure`, its own in-place change.
 """
 
 from __future__ import annotations
