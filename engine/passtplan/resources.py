@@ -7,6 +7,7 @@ In an observed resource every attribute is what the kernel reports.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Literal
@@ -63,26 +64,55 @@ class Link:
         return f"link.{self.namespace}/{self.name}"
 
 
+def _to_or_from_passthru(want: Link, have: Link) -> bool:
+    """macvlan, macvtap: the kernel switches modes in place, but not to or from passthru."""
+    return "passthru" in (want.mode, have.mode)
+
+
+def _vxlan_family(link: Link) -> int | None:
+    """The address family of a vxlan (all its addresses share one), None if none is written."""
+    address = link.remote or link.group or link.local
+    return None if address is None else 6 if ":" in address else 4
+
+
+def _other_family(want: Link, have: Link) -> bool:
+    """vxlan: the kernel changes remote, group and local in place within the link's family
+    ("New group address family does not match old group"); a link with none is IPv4."""
+    return _vxlan_family(want) not in (None, _vxlan_family(have) or 4)
+
+
 @dataclass(frozen=True)
 class LinkKind:
     """What the engine knows of a kind of link it creates: which of its own fields force a
     replace when they differ, and which the kernel changes in place. Every kind also has the
-    common fields, changed in place: COMMON_UPDATE."""
+    common fields, changed in place: COMMON_UPDATE. `refused` names in-place fields whose
+    change the kernel still refuses in some cases, and tells those cases (they replace)."""
 
     replace: tuple[str, ...] = ()
     update: tuple[str, ...] = ()
+    refused: tuple[tuple[str, Callable[[Link, Link], bool]], ...] = ()
 
 
 COMMON_UPDATE = ("up", "mtu", "mac", "master")
+# As found on Linux 6.18 (tests/integration/test_link_kinds.py): a vxlan's VNI and port are
+# fixed ("Cannot change VNI", "Cannot change port"), its remote or group, local and dev are not;
+# a tap's owner is set again through its character device (TUNSETOWNER).
 LINK_KINDS: dict[str, LinkKind] = {
     "veth": LinkKind(replace=("peer",)),
     "bridge": LinkKind(),
-    "macvlan": LinkKind(replace=("parent",), update=("mode",)),
-    "macvtap": LinkKind(replace=("parent",), update=("mode",)),
-    "vxlan": LinkKind(replace=("vni", "dstport", "dev"), update=("remote", "group", "local")),
+    "macvlan": LinkKind(
+        replace=("parent",), update=("mode",), refused=(("mode", _to_or_from_passthru),)
+    ),
+    "macvtap": LinkKind(
+        replace=("parent",), update=("mode",), refused=(("mode", _to_or_from_passthru),)
+    ),
+    "vxlan": LinkKind(
+        replace=("vni", "dstport"),
+        update=("remote", "group", "local", "dev"),
+        refused=tuple((name, _other_family) for name in ("remote", "group", "local")),
+    ),
     "tap": LinkKind(update=("tap_owner",)),
 }
-IN_PLACE_ONLY_BETWEEN = {"mode": "passthru"}  # macvlan: the kernel will not switch to or from it
 
 
 def replace_fields(want: Link, have: Link) -> tuple[str, ...]:
@@ -90,15 +120,12 @@ def replace_fields(want: Link, have: Link) -> tuple[str, ...]:
     kind = LINK_KINDS.get(want.kind or "")
     names = ("kind", *(kind.replace if kind else ()))
     found = tuple(n for n in names if _declared_and_differs(want, have, n))
-    moved = tuple(
+    refused = tuple(
         n
-        for n, fixed in IN_PLACE_ONLY_BETWEEN.items()
-        if kind is not None
-        and n in kind.update
-        and _declared_and_differs(want, have, n)
-        and fixed in (getattr(want, n), getattr(have, n))
+        for n, refuses in (kind.refused if kind else ())
+        if _declared_and_differs(want, have, n) and refuses(want, have)
     )
-    return found + moved
+    return found + refused
 
 
 def update_fields(want: Link, have: Link) -> tuple[str, ...]:

@@ -25,7 +25,19 @@ from passtplan.providers import kernel
 from passtplan.providers.observe import observe
 from passtplan.providers.session import Session
 
-CREATABLE = {"veth", "macvlan", "bridge"}
+CREATABLE = {"veth", "macvlan", "macvtap", "bridge", "vxlan", "tap"}
+# a kind's own fields, as the plan language writes them: (res.Link field, lab field)
+KIND_FIELDS = {
+    "vxlan": (
+        ("vni", "id"),
+        ("remote", "remote"),
+        ("group", "group"),
+        ("local", "local"),
+        ("dstport", "dstport"),
+        ("dev", "dev"),
+    ),
+    "tap": (("tap_owner", "owner"),),
+}
 
 
 def run(netns: list[str], *, as_json: bool, lab: Path | None = None, sandbox: bool = False) -> int:
@@ -90,9 +102,11 @@ def lab_document(state: res.State) -> dict[str, object]:
         if ns.role is res.NamespaceRole.RESOLVED and ns.resolve is not None:
             entry["resolve"] = {ns.resolve[0]: ns.resolve[1]}
         links = {}
+        addresses: dict[str, list[str]] = {}
+        for address in observed.addresses:
+            addresses.setdefault(address.link, []).append(address.cidr)
         for link in sorted(observed.links.values(), key=lambda link: link.ifindex):
-            addresses = [a.cidr for a in observed.addresses if a.link == link.name]
-            written = _link(link, addresses, shown)
+            written = _link(link, addresses.get(link.name, []), shown)
             if written is not None:
                 links[link.name] = written
         if links:
@@ -122,6 +136,9 @@ def _link(link: res.Link, addresses: list[str], shown: set[str]) -> dict[str, ob
         if link.parent is not None:
             out["parent"] = "/".join(link.parent)
             out["mode"] = link.mode
+        for field, key in KIND_FIELDS.get(link.kind or "", ()):
+            if getattr(link, field) is not None:
+                out[key] = getattr(link, field)
         if not link.up:
             out["up"] = False
     if link.mtu and link.name != "lo":

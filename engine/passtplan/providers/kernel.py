@@ -1,4 +1,5 @@
-"""Network namespaces by their kernel interfaces: unshare, mount, setns.
+"""Network namespaces by their kernel interfaces: unshare, mount, setns; and tap devices, which
+the kernel makes only through /dev/net/tun.
 
 pyroute2's own helpers fork a child for every namespace socket and every new namespace (~15 ms
 each); a thread can instead switch its own network namespace with setns(2), do the work, and
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import socket
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +29,11 @@ MS_BIND = 0x1000
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
 NETLINK_ROUTE = 0
+TUN_DEVICE = "/dev/net/tun"
+# _IOW('T', 202..204, int) on the architectures with the common ioctl layout (x86, arm, s390x)
+TUNSETIFF, TUNSETPERSIST, TUNSETOWNER = 0x400454CA, 0x400454CB, 0x400454CC
+IFF_TAP, IFF_NO_PI, IFF_TUN_EXCL = 0x2, 0x1000, 0x8000
+IFREQ = struct.Struct("16sH")  # ifr_name, ifr_flags
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -136,3 +144,44 @@ def netlink_socket(fd: int | None) -> socket.socket:
     """An rtnetlink socket that lives in namespace `fd` for the rest of its life."""
     with inside(fd):
         return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+
+
+def attach_tun(netns: int | None, name: str, flags: int) -> int:
+    """An fd attached to tun/tap NAME in namespace `netns`, made if it does not exist: the device
+    belongs to the namespace of the task that opened /dev/net/tun, so the open is made there."""
+    fd = run_inside(netns, lambda: os.open(TUN_DEVICE, os.O_RDWR | os.O_CLOEXEC))
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, IFREQ.pack(name.encode(), flags))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def make_tap(netns: int | None, name: str, owner: int | None) -> None:
+    """`ip tuntap add NAME mode tap [user OWNER]`: a persistent tap without packet information,
+    that lives on when the fd that made it is closed. Like `ip link add`, refuses a name taken
+    (without IFF_TUN_EXCL the kernel would attach to a tap of that name)."""
+    try:
+        fd = attach_tun(netns, name, IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL)
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            raise FileExistsError(errno.EEXIST, f"{name}: a link by this name exists") from None
+        raise
+    try:
+        if owner is not None:
+            fcntl.ioctl(fd, TUNSETOWNER, owner)
+        fcntl.ioctl(fd, TUNSETPERSIST, 1)
+    finally:
+        os.close(fd)
+
+
+def set_tun_owner(netns: int | None, name: str, flags: int, owner: int) -> None:
+    """Give a persistent tun or tap another owner. Attaching sets the device's flags again:
+    `flags` must be those it has (rtnl.tun_flags). The kernel refuses (EBUSY) while a process
+    holds the device open, unless it is multi-queue."""
+    fd = attach_tun(netns, name, flags)
+    try:
+        fcntl.ioctl(fd, TUNSETOWNER, owner)
+    finally:
+        os.close(fd)

@@ -3,7 +3,9 @@ changing and deleting links of each kind.
 
 Adding a kind: a row in `resources.LINK_KINDS` (which fields force a replace, which change in
 place), its IFLA_INFO_DATA decoder in `rtnl.KIND_DATA`, and its case in `_create` and
-`_kind_settings` below; mypy's exhaustiveness check over `CreatedKind` names each place.
+`_kind_settings` below; mypy's exhaustiveness check over `CreatedKind` names each place. A kind
+the kernel does not make through rtnetlink (tap: /dev/net/tun) has its own create and, in
+`_configure`, its own in-place change.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Literal, assert_never, cast, get_args
 
 from passtplan import resources as res
 from passtplan.changes import Action, Change
-from passtplan.providers import rtnl
+from passtplan.providers import kernel, rtnl
 from passtplan.providers.context import ApplyContext, ApplyError
 from passtplan.providers.session import Handle
 
@@ -37,8 +39,9 @@ def to_links(
             other = _other_end(ns, link, names, nsids.get(ns, {}))
             owner = link.alias if link.alias and link.alias.startswith(res.OWNER_PREFIX) else None
             data = dict(link.data)
-            if link.kind == "vxlan" and isinstance(data.get("dev"), int):
-                data["dev"] = names[ns].get(cast(int, data["dev"])) if data["dev"] else None
+            dev = data.get("dev")
+            if isinstance(dev, int):  # vxlan: the underlay's ifindex, in the same namespace
+                data["dev"] = names[ns].get(dev, f"if{dev}") if dev else None
             out[ns][link.name] = res.Link(
                 namespace=ns,
                 name=link.name,
@@ -111,13 +114,13 @@ def _apply(ctx: ApplyContext, change: Change) -> str:
     declared = tuple(f for f in res.COMMON_UPDATE if getattr(link, f) is not None)
     if change.deferred and change.action is Action.CREATE and _exists(ctx, link):
         # Planned before its namespace could be seen: re-checked now that it can.
-        _configure(ctx, link, declared, own=True)
+        _configure(ctx, link, declared, created=True)
         return "already present when its namespace was found: configured"
     if change.action in (Action.CREATE, Action.REPLACE):
         made = _create(ctx, link)
-        _configure(ctx, link, declared, own=True)
+        _configure(ctx, link, declared, created=True)
         return made
-    _configure(ctx, link, change.changed, own=False)
+    _configure(ctx, link, change.changed, created=False)
     return f"set {', '.join(change.changed)}"
 
 
@@ -156,40 +159,81 @@ def _create(ctx: ApplyContext, link: res.Link) -> str:
         case "macvlan" | "macvtap":
             return _create_on_parent(ctx, handle, link)
         case "bridge" | "vxlan":
-            args = {"ifname": link.name, "kind": kind, **_kind_settings(ctx, handle, link)}
-            handle.run(lambda: handle.ipr.link("add", **args))
+            # On the namespace's thread, settings included: a vxlan's dev is looked up on the
+            # namespace's socket, which only that thread reads.
+            handle.run(
+                lambda: handle.ipr.link(
+                    "add", ifname=link.name, kind=kind, **_kind_settings(ctx, handle, link)
+                )
+            )
             return f"created {kind}"
         case "tap":
-            raise ApplyError(link.address, "tap links are not supported yet")
+            handle.run(lambda: kernel.make_tap(handle.fd, link.name, link.tap_owner))
+            owner = "" if link.tap_owner is None else f" owned by uid {link.tap_owner}"
+            return f"created tap{owner}"
         case _:
             assert_never(kind)
 
 
-def _kind_settings(ctx: ApplyContext, handle: Handle, link: res.Link) -> dict[str, Any]:
-    """The kind's own settings as pyroute2 link arguments, for create and in-place change."""
+VXLAN_PORT = 4789  # IANA's; the kernel's own default is 8472 (Linux's before the assignment)
+
+
+def _kind_settings(
+    ctx: ApplyContext, handle: Handle, link: res.Link, fields: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """The kind's own settings as pyroute2 link arguments: all of them to create the link
+    (`fields` None), or those of `fields` to change it in place."""
     kind = cast(CreatedKind, link.kind)
+
+    def wanted(name: str) -> bool:
+        return getattr(link, name) is not None and (fields is None or name in fields)
+
     match kind:
         case "macvlan":
             return {"macvlan_mode": link.mode or "vepa"}
         case "macvtap":
             return {"macvtap_mode": link.mode or "vepa"}
         case "vxlan":
-            args: dict[str, Any] = {"vxlan_id": link.vni, "vxlan_port": link.dstport or 4789}
-            if link.remote or link.group:
-                key = "vxlan_group6" if ":" in (link.remote or link.group or "") else "vxlan_group"
-                args[key] = link.remote or link.group
-            if link.local:
+            # The kernel refuses IFLA_VXLAN_PORT in a change even when it is the same port.
+            args: dict[str, Any] = {}
+            if fields is None:
+                args = {"vxlan_id": link.vni, "vxlan_port": link.dstport or VXLAN_PORT}
+            far = link.remote if wanted("remote") else link.group if wanted("group") else None
+            if far is not None:
+                args["vxlan_group6" if ":" in far else "vxlan_group"] = far
+            if link.local is not None and wanted("local"):
                 args["vxlan_local6" if ":" in link.local else "vxlan_local"] = link.local
-            if link.dev:
+            if link.dev is not None and wanted("dev"):
                 dev = ctx.index(handle, link.dev)
                 if dev is None:
                     raise ApplyError(link.address, f"dev {link.dev} does not exist")
                 args["vxlan_link"] = dev
+            if fields is None and link.group is not None and link.dev is None:
+                # The kernel's answer would be EINVAL alone.
+                raise ApplyError(link.address, "a vxlan with a multicast group needs a dev")
             return args
         case "veth" | "bridge" | "tap":
             return {}
         case _:
             assert_never(kind)
+
+
+def _set_tap_owner(handle: Handle, link: res.Link) -> None:
+    """On the tap's character device; the kernel refuses while a process holds it open."""
+    assert link.tap_owner is not None
+    payload = rtnl.get_link(handle.sock, link.name)
+    if payload is None:
+        raise ApplyError(link.address, "the link does not exist")
+    _, data = rtnl.info_data(payload)
+    try:
+        kernel.set_tun_owner(handle.fd, link.name, rtnl.tun_flags(data), link.tap_owner)
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        raise ApplyError(
+            link.address,
+            "a process holds the tap open; its owner can only be changed while none does",
+        ) from None
 
 
 def _create_veth(ctx: ApplyContext, handle: Handle, link: res.Link) -> str:
@@ -232,17 +276,19 @@ def _create_on_parent(ctx: ApplyContext, handle: Handle, link: res.Link) -> str:
     return f"created {link.kind} on {parent_ns}/{parent_name} ({link.mode})"
 
 
-def _configure(ctx: ApplyContext, link: res.Link, fields: tuple[str, ...], *, own: bool) -> None:
+def _configure(
+    ctx: ApplyContext, link: res.Link, fields: tuple[str, ...], *, created: bool
+) -> None:
     handle = ctx.handle(link.namespace)
     kind = res.LINK_KINDS.get(link.kind or "")
-    own_settings = kind is not None and any(f in kind.update for f in fields)
+    own = tuple(f for f in fields if kind is not None and f in kind.update)
 
     def configure() -> None:
         index = ctx.index(handle, link.name)
         if index is None:
             raise ApplyError(link.address, "the link does not exist")
         args: dict[str, Any] = {}
-        if own and link.owner:
+        if created and link.owner:
             args["ifalias"] = link.owner
         if "mtu" in fields and link.mtu is not None:
             args["mtu"] = link.mtu
@@ -253,8 +299,10 @@ def _configure(ctx: ApplyContext, link: res.Link, fields: tuple[str, ...], *, ow
             if master is None:
                 raise ApplyError(link.address, f"master {link.master} does not exist")
             args["master"] = master
-        if own_settings:
-            args.update(kind=link.kind, **_kind_settings(ctx, handle, link))
+        if own and link.kind == "tap":
+            _set_tap_owner(handle, link)
+        elif own:
+            args.update(kind=link.kind, **_kind_settings(ctx, handle, link, own))
         if args:
             handle.ipr.link("set", index=index, **args)
         if "up" in fields and link.up is not None:

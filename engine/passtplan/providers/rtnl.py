@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count
+from typing import cast
 
 NLMSG = struct.Struct("=IHHII")  # length, type, flags, sequence, port
 IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
@@ -39,6 +40,10 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK, IFLA_LINK_NETNSID = 18, 20, 29, 37
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_MACVLAN_MODE = 1, 2, 1
+IFLA_VXLAN_ID, IFLA_VXLAN_GROUP, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL = 1, 2, 3, 4
+IFLA_VXLAN_PORT, IFLA_VXLAN_GROUP6, IFLA_VXLAN_LOCAL6 = 15, 16, 17
+IFLA_TUN_OWNER, IFLA_TUN_TYPE, IFLA_TUN_PI, IFLA_TUN_VNET_HDR, IFLA_TUN_MULTI_QUEUE = 1, 3, 4, 5, 7
+IFF_TUN, IFF_TAP, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_VNET_HDR = 0x1, 0x2, 0x100, 0x1000, 0x4000
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 IFA_F_NODAD = 0x02
@@ -99,6 +104,10 @@ def _string(value: memoryview | None) -> str | None:
 
 def _u32(value: memoryview | None, default: int = 0) -> int:
     return default if value is None else int(U32.unpack_from(value)[0])
+
+
+def _u8(value: memoryview | None, default: int = 0) -> int:
+    return default if value is None or not len(value) else int(value[0])
 
 
 def _ip(value: memoryview | None) -> str | None:
@@ -200,10 +209,64 @@ def _macvlan_data(data: dict[int, memoryview]) -> dict[str, object]:
     return {"mode": MACVLAN_MODES.get(_u32(data.get(IFLA_MACVLAN_MODE)))}
 
 
-# IFLA_INFO_DATA decoders by kind: each returns res.Link fields.
+def _is_multicast(packed: memoryview) -> bool:
+    return packed[0] == 0xFF if len(packed) == 16 else packed[0] & 0xF0 == 0xE0
+
+
+def _vxlan_data(data: dict[int, memoryview]) -> dict[str, object]:
+    """The far end is one attribute, GROUP or GROUP6: a multicast address is a group. The port
+    is in network byte order; dev is an ifindex here (to_links names it)."""
+    far = data.get(IFLA_VXLAN_GROUP) or data.get(IFLA_VXLAN_GROUP6)
+    group = far is not None and _is_multicast(far)
+    port = data.get(IFLA_VXLAN_PORT)
+    return {
+        "vni": _u32(data.get(IFLA_VXLAN_ID)),
+        "remote": None if group else _ip(far),
+        "group": _ip(far) if group else None,
+        "local": _ip(data.get(IFLA_VXLAN_LOCAL) or data.get(IFLA_VXLAN_LOCAL6)),
+        "dstport": None if port is None else int(struct.unpack_from("!H", port)[0]),
+        "dev": _u32(data.get(IFLA_VXLAN_LINK)),
+    }
+
+
+def _tun_data(data: dict[int, memoryview]) -> dict[str, object]:
+    """The kernel's kind is tun for both; a tap is reported as kind tap, so that a lab's tap is
+    compared with a tap. The owner is there only when one was set."""
+    if _u8(data.get(IFLA_TUN_TYPE)) != IFF_TAP:
+        return {"kind": "tun"}
+    owner = data.get(IFLA_TUN_OWNER)
+    return {"kind": "tap", "tap_owner": None if owner is None else _u32(owner)}
+
+
+def tun_flags(data: dict[int, memoryview]) -> int:
+    """The TUNSETIFF flags that attach to a tun or tap as it is: attaching sets them again."""
+    flags = IFF_TAP if _u8(data.get(IFLA_TUN_TYPE)) == IFF_TAP else IFF_TUN
+    if not _u8(data.get(IFLA_TUN_PI)):
+        flags |= IFF_NO_PI
+    if _u8(data.get(IFLA_TUN_VNET_HDR)):
+        flags |= IFF_VNET_HDR
+    if _u8(data.get(IFLA_TUN_MULTI_QUEUE)):
+        flags |= IFF_MULTI_QUEUE
+    return flags
+
+
+# IFLA_INFO_DATA decoders by kind: each returns res.Link fields ("kind" replaces the kernel's).
 KIND_DATA: dict[str, Callable[[dict[int, memoryview]], dict[str, object]]] = {
     "macvlan": _macvlan_data,
+    "macvtap": _macvlan_data,
+    "vxlan": _vxlan_data,
+    "tun": _tun_data,
 }
+
+
+def info_data(payload: memoryview) -> tuple[str | None, dict[int, memoryview]]:
+    """A link message's kind, as the kernel names it, and its IFLA_INFO_DATA attributes."""
+    info = attributes(payload, IFINFO.size).get(IFLA_LINKINFO)
+    if info is None:
+        return None, {}
+    nested = attributes(info, 0)
+    raw = nested.get(IFLA_INFO_DATA)
+    return _string(nested.get(IFLA_INFO_KIND)), attributes(raw, 0) if raw is not None else {}
 
 
 def decode_link(payload: memoryview) -> LinkInfo:
@@ -219,6 +282,7 @@ def decode_link(payload: memoryview) -> LinkInfo:
         if decoder is not None:
             raw = nested.get(IFLA_INFO_DATA)
             data = decoder(attributes(raw, 0) if raw is not None else {})
+            kind = cast(str, data.pop("kind", kind))
     mac = found.get(IFLA_ADDRESS)
     netnsid = found.get(IFLA_LINK_NETNSID)
     return LinkInfo(
@@ -354,21 +418,34 @@ def route_request(replace: bool, route: RouteSpec) -> bytes:
 IGNORED_ON_DELETE = {errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV}
 
 
-def link_index(sock: socket.socket, name: str) -> int | None:
-    """`ip link show NAME`: the ifindex, or None when there is no such link."""
+def _ask(
+    sock: socket.socket, kind: int, body: bytes, absent: tuple[int, ...] = ()
+) -> memoryview | None:
+    """One request and its one answer; None when the kernel answers with an errno in `absent`."""
     seq = next(_sequence)
-    body = IFINFO.pack(0, 0, 0, 0, 0) + attr(IFLA_IFNAME, name.encode() + b"\0")
-    sock.send(message(RTM_GETLINK, NLM_F_REQUEST, body, seq))
+    sock.send(message(kind, NLM_F_REQUEST, body, seq))
     while True:
         for msg_kind, _, msg_seq, payload in _receive(sock):
             if msg_seq != seq:
                 continue
             if msg_kind == NLMSG_ERROR:
                 code = -struct.unpack_from("=i", payload)[0]
-                if code in (errno.ENODEV, errno.ENOENT):
+                if code in absent:
                     return None
                 raise OSError(code, os.strerror(code))
-            return int(IFINFO.unpack_from(payload)[2])
+            return payload
+
+
+def get_link(sock: socket.socket, name: str) -> memoryview | None:
+    """`ip link show NAME`: the link's message, or None when there is no such link."""
+    body = IFINFO.pack(0, 0, 0, 0, 0) + attr(IFLA_IFNAME, name.encode() + b"\0")
+    return _ask(sock, RTM_GETLINK, body, (errno.ENODEV, errno.ENOENT))
+
+
+def link_index(sock: socket.socket, name: str) -> int | None:
+    """The ifindex of link NAME, or None when there is no such link."""
+    payload = get_link(sock, name)
+    return None if payload is None else int(IFINFO.unpack_from(payload)[2])
 
 
 RTM_NEWNSID, RTM_GETNSID = 88, 90
@@ -378,16 +455,8 @@ NETNSA_NSID, NETNSA_FD = 1, 3
 def netnsid(sock: socket.socket, fd: int) -> int | None:
     """`ip netns identify`'s counterpart: the id this socket's namespace gives the namespace
     open at `fd` (what IFLA_LINK_NETNSID refers to), or None when it gave it none."""
-    seq = next(_sequence)
     body = b"\0" * 4 + attr(NETNSA_FD, U32.pack(fd))  # rtgenmsg: family, padded
-    sock.send(message(RTM_GETNSID, NLM_F_REQUEST, body, seq))
-    while True:
-        for msg_kind, _, msg_seq, payload in _receive(sock):
-            if msg_seq != seq:
-                continue
-            if msg_kind == NLMSG_ERROR:
-                code = -struct.unpack_from("=i", payload)[0]
-                raise OSError(code, os.strerror(code))
-            found = attributes(payload, 4).get(NETNSA_NSID)
-            nsid = None if found is None else struct.unpack_from("=i", found)[0]
-            return nsid if nsid is not None and nsid >= 0 else None
+    payload = _ask(sock, RTM_GETNSID, body)
+    found = None if payload is None else attributes(payload, 4).get(NETNSA_NSID)
+    nsid = None if found is None else int(struct.unpack_from("=i", found)[0])
+    return nsid if nsid is not None and nsid >= 0 else None
