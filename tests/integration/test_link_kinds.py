@@ -16,10 +16,10 @@ from typing import Any, cast
 import pytest
 
 from passtplan import resources as res
+from passtplan.apply import apply_plan
 from passtplan.changes import Action, ApplyReport, Plan, fingerprint
 from passtplan.desired import Desired, lab_id, netns_name
 from passtplan.diff import diff
-from passtplan.engine import apply_plan
 from passtplan.graph import build_graph, coalesce
 from passtplan.lang.loader import LoadedLab
 from passtplan.providers import kernel, rtnl
