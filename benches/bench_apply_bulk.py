@@ -15,8 +15,8 @@ from pathlib import Path
 
 from benches.common import apply_lab, cleaned, ip_batch, lab, report, timed, unique, write_lab
 from passtplan.apply import apply_plan
+from passtplan.cycles import load_lab
 from passtplan.engine import make_plan
-from passtplan.lang.loader import load_lab
 from passtplan.providers.session import Session
 
 TARGET = 2.0

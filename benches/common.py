@@ -14,8 +14,9 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from passtplan.apply import apply_plan
+from passtplan.cycles import load_lab
 from passtplan.engine import make_plan, store_for
-from passtplan.lang.loader import LoadedLab, load_lab
+from passtplan.lang.loader import LoadedLab
 from passtplan.providers import kernel
 from passtplan.providers.ownership import RUN_DIR, OwnershipStore
 from passtplan.providers.session import Session

@@ -13,10 +13,10 @@ import networkx as nx
 import pytest
 
 from passtplan.changes import Plan, fingerprint
+from passtplan.cycles import load_lab
 from passtplan.desired import desired_state, destroy_target
 from passtplan.diff import ConflictError, diff
 from passtplan.graph import build_graph
-from passtplan.lang.loader import load_lab
 from passtplan.render import plan_json, plan_text
 from passtplan.verify import verify
 from tests.conftest import FIXTURES

@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
+from passtplan.cycles import load_lab
 from passtplan.errors import SpecError
-from passtplan.lang.loader import LoadedLab, load_lab
+from passtplan.lang.loader import LoadedLab
 from tests.conftest import PLANS
 
 SEED_TEXTS = {p: p.read_text() for p in sorted(PLANS.glob("*/lab.yaml"))}

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from passtplan.cli import app
+from passtplan.cycles import load_lab
 from passtplan.errors import Severity
-from passtplan.lang.loader import load_lab
 from tests.conftest import PLANS
 
 LABS = sorted(PLANS.glob("*/lab.yaml"))

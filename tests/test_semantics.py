@@ -6,8 +6,9 @@ from typing import Any, get_args
 import pytest
 from pydantic import ValidationError
 
+from passtplan.cycles import find_cycles
 from passtplan.lang.models import KIND_FIELDS, Lab
-from passtplan.lang.semantics import check_lab, find_cycles
+from passtplan.lang.semantics import check_lab
 from passtplan.lang.types import LinkKind, parse_interface
 
 

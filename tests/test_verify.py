@@ -3,8 +3,8 @@ apply, field by field (the golden cases under fixtures/diff/ hold one verify.txt
 
 from __future__ import annotations
 
+from passtplan.cycles import load_lab
 from passtplan.desired import desired_state
-from passtplan.lang.loader import load_lab
 from passtplan.verify import VerifyError, verify
 from tests.conftest import FIXTURES
 from tests.observed import observed_state

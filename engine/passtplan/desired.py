@@ -76,8 +76,11 @@ def desired_state(
     sandbox: bool,
     manifests: Mapping[str, VmManifest] | None = None,
     open_files: int = 1024,
+    links_only: bool = False,
 ) -> Desired:
-    """`open_files` is the hard limit passt will run with, for VMs that forward every port."""
+    """`open_files` is the hard limit passt will run with, for VMs that forward every port.
+    With `links_only`, addresses, routes and sysctls are left out: nothing waits for them, so
+    the lab's cycle check needs only the rest."""
     desired = Desired(lab.metadata.name, sandbox)
     sections = [lab.namespaces]
     if sandbox:
@@ -87,7 +90,7 @@ def desired_state(
             desired.namespaces.setdefault(name, _namespace(desired, name, namespace))
     for section in sections:
         for name, namespace in section.items():
-            _add_contents(desired, name, namespace)
+            _add_contents(desired, name, namespace, links_only=links_only)
     _add_implied_veth_ends(desired)
     for index, (name, manifest) in enumerate(sorted((manifests or {}).items())):
         if sandbox:
@@ -158,16 +161,22 @@ def _namespace(desired: Desired, name: str, namespace: spec.Namespace) -> res.Na
     return res.Namespace(name, netns_name(desired.lab, name), res.NamespaceRole.CREATED)
 
 
-def _add_contents(desired: Desired, ns: str, namespace: spec.Namespace) -> None:
+def _add_contents(
+    desired: Desired, ns: str, namespace: spec.Namespace, *, links_only: bool
+) -> None:
     for name, link in namespace.links.items():
         if link.state == "absent":
             desired.absent_links.add((ns, name))
             continue
         resource = desired_link(desired.owner, ns, name, link)
         desired.links[resource.address] = resource
+        if links_only:
+            continue
         for cidr in link.addresses:
             address = res.Address(ns, name, cidr)
             desired.addresses[address.address] = address
+    if links_only:
+        return
     for route in namespace.routes:
         wanted = desired_route(ns, route)
         target = desired.routes if route.state == "present" else desired.absent_routes

@@ -9,15 +9,14 @@ namespace, links go before links come, as nmstate removes absent interfaces firs
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import assert_never
 
 import networkx as nx
 
 from passtplan import resources as res
 from passtplan.changes import Action, Change
+from passtplan.depends import dependencies
 from passtplan.desired import Desired
 from passtplan.errors import PasstplanError
-from passtplan.providers import ipconfig, link, netns, sysctl, vm
 from passtplan.subnets import SubnetIndex
 
 MAKING = {Action.CREATE, Action.UPDATE, Action.REPLACE, Action.NOOP, Action.READ}
@@ -28,25 +27,6 @@ class CycleError(PasstplanError):
     def __init__(self, cycle: list[str]) -> None:
         self.cycle = cycle
         super().__init__("dependency cycle: " + " -> ".join([*cycle, cycle[0]]))
-
-
-def dependencies(resource: res.Resource, desired: Desired) -> Iterator[str]:
-    """Addresses of what must exist before `resource` can: each family's own rule."""
-    match resource:
-        case res.Namespace():
-            return netns.depends_on(resource)
-        case res.Link():
-            return link.depends_on(resource)
-        case res.Address():
-            return ipconfig.address_depends_on(resource)
-        case res.Route():
-            return ipconfig.route_depends_on(resource, desired)
-        case res.Sysctl():
-            return sysctl.depends_on(resource)
-        case res.Vm() | res.ClusterVm():
-            return vm.depends_on(resource)
-        case _:
-            assert_never(resource)
 
 
 def build_graph(changes: list[Change], desired: Desired) -> nx.DiGraph:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from passtplan.lang.loader import load_lab
+from passtplan.cycles import load_lab
 from tests.conftest import PLANS
 from tests.integration.conftest import Lab, ip
 

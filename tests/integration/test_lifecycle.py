@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from passtplan.apply import apply_plan
+from passtplan.cycles import load_lab
 from passtplan.engine import make_plan, store_for
-from passtplan.lang.loader import load_lab
 from passtplan.providers.session import Session
 from passtplan.render import report_text
 from passtplan.walk import Status

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from passtplan.lang.loader import load_lab
+from passtplan.cycles import load_lab
 from tests.integration.conftest import Lab, cleanup
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from passtplan.cycles import load_lab
 from passtplan.errors import PasstplanError, SpecError
-from passtplan.lang.loader import LoadedLab, load_lab
+from passtplan.lang.loader import LoadedLab
 
 
 class CommandExit(Exception):  # noqa: N818 - a control-flow signal, not an error

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from passtplan.cycles import load_lab
 from passtplan.errors import SpecError
-from passtplan.lang.loader import LoadedLab, load_lab
+from passtplan.lang.loader import LoadedLab
 
 
 def run(paths: list[Path]) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -36,6 +36,7 @@ class LoadedLab:
     lab: Lab
     manifests: dict[str, VmManifest]
     warnings: tuple[SpecIssue, ...]
+    document: YamlDocument = field(repr=False, compare=False)  # where each part was written
 
     @property
     def name(self) -> str:
@@ -61,7 +62,7 @@ def _load_lab(path: Path) -> LoadedLab:
     errors = [i for i in issues if i.severity is Severity.ERROR]
     if errors:
         raise SpecError(issues)
-    return LoadedLab(path, lab, manifests, tuple(sorted(issues)))
+    return LoadedLab(path, lab, manifests, tuple(sorted(issues)), doc)
 
 
 def validate_document(doc: YamlDocument) -> Lab:

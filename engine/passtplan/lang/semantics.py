@@ -1,4 +1,5 @@
-"""Rules that span a lab: references, veth ends, gateways, duplicates and dependency cycles.
+"""Rules that span a lab: references, veth ends, gateways and duplicates (dependency cycles are
+judged with the engine's own dependency rules, in passtplan.cycles).
 
 A pure pass over a validated Lab. The lab is judged twice: as it runs on a real node (the
 `namespaces:` section; `host` and resolved namespaces already hold links the lab does not declare)
@@ -273,7 +274,6 @@ def view_findings(
         yield from _duplicate_addresses(ns, book)
     yield from _segment_duplicates(view, book)
     yield from _passthru_findings(view)
-    yield from _cycles(view)
 
 
 def _link_findings(
@@ -592,113 +592,6 @@ def _passthru_findings(view: dict[str, DeclaredNamespace]) -> Iterator[Finding]:
                     f"{namespace}/{name} has a passthru {passthru.link.kind}, which must be the "
                     "only macvlan or macvtap on it",
                 )
-
-
-def dependency_edges(view: dict[str, DeclaredNamespace]) -> Iterator[tuple[DeclaredLink, str]]:
-    """(link, address of what must exist first) for references between declared links."""
-    for ns in view.values():
-        for link in ns.links.values():
-            spec = link.link
-            if spec.state == "absent":
-                continue
-            if spec.master is not None:
-                yield link, link_address(ns.name, spec.master)
-            if spec.parent is not None and split_ref(spec.parent, ns.name) != (ns.name, link.name):
-                yield link, link_address(*split_ref(spec.parent, ns.name))
-            if spec.dev is not None and spec.dev != link.name:
-                yield link, link_address(ns.name, spec.dev)  # a vxlan's underlay
-
-
-def _cycles(view: dict[str, DeclaredNamespace]) -> Iterator[Finding]:
-    graph: dict[str, list[str]] = {}
-    where: dict[str, DeclaredLink] = {}
-    for link, target in dependency_edges(view):
-        graph.setdefault(link.address, []).append(target)
-        where[link.address] = link
-    for cycle in find_cycles(graph):
-        first = where[cycle[0]]
-        yield Finding(
-            first.path,
-            "dependency cycle: " + " -> ".join([*cycle, cycle[0]]),
-            at_key=True,
-        )
-
-
-def find_cycles(graph: dict[str, list[str]]) -> list[list[str]]:
-    """Every elementary cycle's representative, one per strongly connected component.
-
-    Deterministic: each cycle starts at its smallest node and follows the smallest successor
-    that stays in the component, so the same lab always prints the same cycle.
-    """
-    cycles = []
-    for component in _strongly_connected(graph):
-        start = min(component)
-        if len(component) == 1 and start not in graph.get(start, []):
-            continue
-        cycles.append(_shortest_cycle(graph, start, component))
-    return sorted(cycles)
-
-
-def _shortest_cycle(graph: dict[str, list[str]], start: str, component: set[str]) -> list[str]:
-    """Breadth-first from `start` back to it, successors in sorted order: deterministic."""
-    came_from: dict[str, str] = {}
-    frontier = [start]
-    while frontier:
-        following = []
-        for node in frontier:
-            for nxt in sorted(graph.get(node, [])):
-                if nxt == start:
-                    cycle = [node]
-                    while cycle[-1] != start:
-                        cycle.append(came_from[cycle[-1]])
-                    return cycle[::-1]
-                if nxt in component and nxt not in came_from:
-                    came_from[nxt] = node
-                    following.append(nxt)
-        frontier = following
-    raise BugError(f"{start} is in a strongly connected component but on no cycle")
-
-
-def _strongly_connected(graph: dict[str, list[str]]) -> Iterator[set[str]]:
-    """Tarjan's algorithm, iterative so a long chain of links cannot exhaust the stack."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    for root in sorted(graph):
-        if root in index:
-            continue
-        work = [(root, iter(sorted(graph.get(root, []))))]
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, successors = work[-1]
-            advanced = False
-            for nxt in successors:
-                if nxt not in index:
-                    index[nxt] = low[nxt] = len(index)
-                    stack.append(nxt)
-                    on_stack.add(nxt)
-                    work.append((nxt, iter(sorted(graph.get(nxt, [])))))
-                    advanced = True
-                    break
-                if nxt in on_stack:
-                    low[node] = min(low[node], index[nxt])
-            if advanced:
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index[node]:
-                component = set()
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.add(member)
-                    if member == node:
-                        break
-                yield component
 
 
 def _did_you_mean(name: str, choices: Iterable[str]) -> str:
