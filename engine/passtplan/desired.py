@@ -30,14 +30,18 @@ class Desired:
     absent_routes: dict[str, res.Route] = field(default_factory=dict)
     sysctls: dict[str, res.Sysctl] = field(default_factory=dict)
     vms: dict[str, res.Vm | res.ClusterVm] = field(default_factory=dict)
+    _route_devs: dict[res.Route, str] = field(default_factory=dict, repr=False)  # "" for none
 
     def route_dev(self, route: res.Route) -> str | None:
         """The link a route leaves through: its dev, or the link whose address's subnet holds
         its gateway."""
         if route.dev is not None or route.via is None:
             return route.dev
-        found = self._address_subnets.holding(route.namespace, route.via)
-        return found[0] if found else None
+        found = self._route_devs.get(route)
+        if found is None:
+            holding = self._address_subnets.holding(route.namespace, route.via)
+            found = self._route_devs[route] = holding[0] if holding else ""
+        return found or None
 
     @cached_property
     def _address_subnets(self) -> SubnetIndex[str]:

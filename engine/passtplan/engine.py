@@ -154,9 +154,9 @@ def _make_plan(
 
 
 def _action_graph(changes: list[Change], desired: Desired) -> object:
-    """The changes in dependency order, coalesced for batching. Imported here: networkx costs
+    """The changes in dependency order, batched. Imported here: networkx costs
     more to import than a no-op plan of the seed takes, and a plan with nothing to do needs no
     graph."""
-    from passtplan.graph import build_graph, coalesce
+    from passtplan.graph import batched_graph
 
-    return coalesce(build_graph(changes, desired))
+    return batched_graph(changes, desired)

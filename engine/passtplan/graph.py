@@ -14,6 +14,7 @@ import networkx as nx
 
 from passtplan import resources as res
 from passtplan.changes import Action, Change
+from passtplan.cycles import find_cycles
 from passtplan.depends import dependencies
 from passtplan.desired import Desired
 from passtplan.errors import PasstplanError
@@ -29,20 +30,88 @@ class CycleError(PasstplanError):
         super().__init__("dependency cycle: " + " -> ".join([*cycle, cycle[0]]))
 
 
+Edges = dict[str, set[str]]  # node -> the nodes that run after it
+BATCHABLE = ("address.", "route.")  # changes the rtnl codec applies many per write
+
+
 def build_graph(changes: list[Change], desired: Desired) -> nx.DiGraph:
+    """The action graph: a node per change (its `change`), an edge per ordering rule."""
+    edges = dependency_edges(changes, desired)
     graph = nx.DiGraph()
-    by_address = {c.address: c for c in changes}
-    for change in changes:
-        graph.add_node(change.address, change=change)
-    for change in changes:
-        for edge in _edges(change, by_address, desired):
-            graph.add_edge(*edge)
-    _absent_first(graph, changes)
-    _vm_contents_first(graph, changes)
-    _gateway_addresses_first(graph, changes)
-    if not nx.is_directed_acyclic_graph(graph):
-        raise CycleError(_cycle(graph))
+    graph.add_nodes_from((c.address, {"change": c}) for c in changes)
+    graph.add_edges_from((u, v) for u, after in edges.items() for v in after)
     return graph
+
+
+def batched_graph(changes: list[Change], desired: Desired) -> nx.DiGraph:
+    """The action graph as apply walks it: address or route changes of one namespace that wait
+    for exactly the same things, and are waited for by exactly the same things, are one node,
+    applied in one batch. Every node has `changes`, the list of changes it stands for."""
+    edges = dependency_edges(changes, desired)
+    before: Edges = {c.address: set() for c in changes}
+    for u, after in edges.items():
+        for v in after:
+            before[v].add(u)
+    groups: dict[tuple[str, str, frozenset[str], frozenset[str]], list[str]] = {}
+    for change in changes:
+        node = change.address
+        if node.startswith(BATCHABLE) and change.action is not Action.NOOP and not change.deferred:
+            namespace = change.resource.namespace  # type: ignore[union-attr]
+            key = (
+                node.split(".", 1)[0],
+                namespace,
+                frozenset(before[node]),
+                frozenset(edges[node]),
+            )
+            groups.setdefault(key, []).append(node)
+    member_of: dict[str, str] = {}
+    for (kind, namespace, _, _), nodes in groups.items():
+        if len(nodes) > 1:
+            member_of.update(
+                dict.fromkeys(nodes, f"{kind}.{namespace}[{len(nodes)} from {min(nodes)}]")
+            )
+    members: dict[str, list[Change]] = {}
+    for change in changes:
+        members.setdefault(member_of.get(change.address, change.address), []).append(change)
+    graph = nx.DiGraph()
+    graph.add_nodes_from((node, {"changes": group}) for node, group in members.items())
+    graph.add_edges_from(
+        {(member_of.get(u, u), member_of.get(v, v)) for u, after in edges.items() for v in after}
+    )
+    return graph
+
+
+def dependency_edges(changes: list[Change], desired: Desired) -> Edges:
+    """Every ordering rule applied to the changes; raises CycleError naming a whole cycle."""
+    by_address = {c.address: c for c in changes}
+    edges: Edges = {c.address: set() for c in changes}
+    for change in changes:
+        for u, v in _edges(change, by_address, desired):
+            edges[u].add(v)
+    _absent_first(edges, changes)
+    _vm_contents_first(edges, changes)
+    _gateway_addresses_first(edges, changes)
+    if not _acyclic(edges):
+        raise CycleError(find_cycles({u: list(after) for u, after in edges.items() if after})[0])
+    return edges
+
+
+def _acyclic(edges: Edges) -> bool:
+    """Kahn's algorithm: every node can be ordered when nothing waits in a cycle. Cheaper than
+    finding the cycle, which is done only when there is one."""
+    waiting = dict.fromkeys(edges, 0)
+    for after in edges.values():
+        for v in after:
+            waiting[v] += 1
+    ready = [node for node, count in waiting.items() if count == 0]
+    ordered = 0
+    while ready:
+        ordered += 1
+        for v in edges[ready.pop()]:
+            waiting[v] -= 1
+            if waiting[v] == 0:
+                ready.append(v)
+    return ordered == len(edges)
 
 
 def _edges(
@@ -64,7 +133,7 @@ def _edges(
                 yield dep, change.address  # what is removed from a namespace waits for it
 
 
-def _vm_contents_first(graph: nx.DiGraph, changes: list[Change]) -> None:
+def _vm_contents_first(edges: Edges, changes: list[Change]) -> None:
     """What the lab removes inside a VM's launcher namespace goes before the VM itself."""
     vm_of = {
         c.resource.name: c.resource.resolve[1]
@@ -76,16 +145,18 @@ def _vm_contents_first(graph: nx.DiGraph, changes: list[Change]) -> None:
     deleted_vms = {
         c.address for c in changes if c.address.startswith("vm.") and c.action is Action.DELETE
     }
+    if not deleted_vms:
+        return
     for change in changes:
         resource = change.resource
         namespace = getattr(resource, "namespace", None)
         if change.action is Action.DELETE and namespace in vm_of:
             vm = f"vm.{vm_of[namespace]}"
             if vm in deleted_vms:
-                graph.add_edge(change.address, vm)
+                edges[change.address].add(vm)
 
 
-def _absent_first(graph: nx.DiGraph, changes: list[Change]) -> None:
+def _absent_first(edges: Edges, changes: list[Change]) -> None:
     """Within a namespace, links go before links come (nmstate's order): each removal of a
     namespace that also gains links runs before those additions, unless one of the additions
     must come first (it is an ancestor of the removal), which would make a cycle."""
@@ -101,62 +172,26 @@ def _absent_first(graph: nx.DiGraph, changes: list[Change]) -> None:
             coming.setdefault(namespace, []).append(change.address)
     for namespace in sorted(going.keys() & coming.keys()):
         creates = coming[namespace]
-        after_creates = _reachable(graph, creates)
+        after_creates = _reachable(edges, creates)
         for delete in going[namespace]:
             if delete in after_creates:
                 continue
-            for create in creates:
-                graph.add_edge(delete, create)
+            edges[delete].update(creates)
 
 
-def _reachable(graph: nx.DiGraph, sources: list[str]) -> set[str]:
+def _reachable(edges: Edges, sources: list[str]) -> set[str]:
     """Every node reachable from `sources` (sources included): one search for all of them."""
     found = set(sources)
     stack = list(sources)
     while stack:
-        for successor in graph.successors(stack.pop()):
+        for successor in edges[stack.pop()]:
             if successor not in found:
                 found.add(successor)
                 stack.append(successor)
     return found
 
 
-BATCHABLE = ("address.", "route.")
-
-
-def coalesce(graph: nx.DiGraph) -> nx.DiGraph:
-    """Merge address or route changes of one namespace that wait for exactly the same things
-    and are waited for by exactly the same things: one node, applied in one batch.
-
-    Every node of the result has `changes`, the list of changes it stands for.
-    """
-    groups: dict[tuple[str, str, frozenset[str], frozenset[str]], list[str]] = {}
-    for node, data in graph.nodes(data=True):
-        change: Change = data["change"]
-        if node.startswith(BATCHABLE) and change.action is not Action.NOOP and not change.deferred:
-            namespace = change.resource.namespace  # type: ignore[union-attr]
-            key = (
-                node.split(".", 1)[0],
-                namespace,
-                frozenset(graph.predecessors(node)),
-                frozenset(graph.successors(node)),
-            )
-            groups.setdefault(key, []).append(node)
-    member_of: dict[str, str] = {}
-    for (kind, namespace, _, _), nodes in groups.items():
-        if len(nodes) > 1:
-            batch = f"{kind}.{namespace}[{len(nodes)} from {min(nodes)}]"
-            member_of.update(dict.fromkeys(nodes, batch))
-    merged = nx.DiGraph()
-    for node, data in graph.nodes(data=True):
-        target = member_of.get(node, node)
-        merged.add_node(target)
-        merged.nodes[target].setdefault("changes", []).append(data["change"])
-    merged.add_edges_from((member_of.get(u, u), member_of.get(v, v)) for u, v in graph.edges)
-    return merged
-
-
-def _gateway_addresses_first(graph: nx.DiGraph, changes: list[Change]) -> None:
+def _gateway_addresses_first(edges: Edges, changes: list[Change]) -> None:
     """A route is (re)made after any address change in the subnet of its gateway."""
     subnets: SubnetIndex[str] = SubnetIndex()
     for change in changes:
@@ -168,15 +203,7 @@ def _gateway_addresses_first(graph: nx.DiGraph, changes: list[Change]) -> None:
         if not isinstance(route, res.Route) or route.via is None or change.action not in MAKING:
             continue
         for made in subnets.holding(route.namespace, route.via):
-            graph.add_edge(made, change.address)
-
-
-def _cycle(graph: nx.DiGraph) -> list[str]:
-    """One cycle, always the same for the same graph: it starts at its smallest node."""
-    cycles: list[list[str]] = list(nx.simple_cycles(graph))
-    cycle = min(cycles, key=lambda c: (len(c), min(c)))
-    start = cycle.index(min(cycle))
-    return cycle[start:] + cycle[:start]
+            edges[made].add(change.address)
 
 
 def to_dot(graph: nx.DiGraph) -> str:

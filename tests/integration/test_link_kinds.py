@@ -20,7 +20,7 @@ from passtplan.apply import apply_plan
 from passtplan.changes import Action, ApplyReport, Plan, fingerprint
 from passtplan.desired import Desired, lab_id, netns_name
 from passtplan.diff import diff
-from passtplan.graph import build_graph, coalesce
+from passtplan.graph import batched_graph
 from passtplan.lang.loader import LoadedLab
 from passtplan.providers import kernel, rtnl
 from passtplan.providers.observe import observe
@@ -74,7 +74,7 @@ class EngineLab:
         desired = self.desired()
         state = observe(desired, self.store.owned, session, self.store)
         changes = diff(desired, state)
-        graph = coalesce(build_graph(changes, desired))
+        graph = batched_graph(changes, desired)
         # Only a saved plan reads the lab file; this plan is applied at once.
         return Plan(cast(LoadedLab, None), desired, state, changes, fingerprint(state), graph)
 
