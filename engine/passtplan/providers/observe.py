@@ -78,11 +78,12 @@ def observe(
             # On this thread: observation never overlaps actions, and the raw socket needs no
             # event loop (only pyroute2 calls must run on the handle's own thread).
             raw[name], dumps[name] = _dump(handle, links_only=name in doomed)
-    nsids = {
-        name: session.nsid_map(handle)
-        for name, handle in handles.items()
-        if handle is not None and any(link.link_netnsid is not None for link in raw[name])
-    }
+    neighbours = _neighbours(desired)
+    nsids = {}
+    for name, handle in handles.items():
+        wanted = {link.link_netnsid for link in raw.get(name, ()) if link.link_netnsid is not None}
+        if handle is not None and wanted:
+            nsids[name] = session.nsid_map(handle, wanted, sorted(neighbours.get(name, ())))
     links = to_links(raw, nsids)
     state = res.State(owned=owned)
     wanted_sysctls = _sysctls_by_namespace(desired, owned)
@@ -105,6 +106,18 @@ def observe(
     if desired.sandbox and store is not None:
         state.vms.update(vm_local.observe(desired.vms.keys() | owned.vms, store))
     return state
+
+
+def _neighbours(desired: Desired) -> dict[str, set[str]]:
+    """The namespaces a namespace's links reach into (veth peers, parents), both ways: where
+    the ids of its links' other ends most likely point."""
+    found: dict[str, set[str]] = {}
+    for link in desired.links.values():
+        for other in (link.peer, link.parent):
+            if other is not None and other[0] != link.namespace:
+                found.setdefault(link.namespace, set()).add(other[0])
+                found.setdefault(other[0], set()).add(link.namespace)
+    return found
 
 
 def _sysctls_by_namespace(desired: Desired, owned: res.Ownership) -> dict[str, set[str]]:

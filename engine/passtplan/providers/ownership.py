@@ -20,33 +20,98 @@ RUN_DIR = Path(os.environ.get("PASSTPLAN_RUN_DIR", "/run/passtplan"))
 
 
 class OwnershipStore:
-    """The lab's record, kept on disk after every change so a crash loses nothing."""
+    """The lab's record, kept on disk so a crash loses nothing of what outlives it.
+
+    Addresses and routes are saved together by flush() (thousands per apply). Namespaces, VMs
+    and sysctls' earlier values outlive a crash as mounts, processes and settings, so each
+    change to them is appended at once to a log beside the record (one short line, whatever
+    the lab's size), which the next load replays and the next flush folds into the record.
+    """
 
     def __init__(self, lab_key: str, run_dir: Path = RUN_DIR) -> None:
         self.path = run_dir / lab_key / "owned.json"
+        self.log = self.path.with_suffix(".log")
         self._lock = threading.Lock()
         self._dirty = False
+        self._released: set[str] = set()  # namespaces whose contents are still to drop
         self.owned = self._load()
 
     def _load(self) -> res.Ownership:
         try:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
-            return res.Ownership()
-        return res.Ownership(
+            data = {}
+        owned = res.Ownership(
             namespaces=set(data.get("namespaces", [])),
             addresses=set(data.get("addresses", [])),
             routes=set(data.get("routes", [])),
             sysctls=dict(data.get("sysctls", {})),
             vms=set(data.get("vms", [])),
         )
+        for event in self._logged():
+            self._replay(owned, event)
+        self._drop_released(owned)
+        return owned
+
+    def _logged(self) -> list[dict[str, str]]:
+        try:
+            lines = self.log.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                break  # the last line of a write cut short by a kill
+        return events
+
+    def _replay(self, owned: res.Ownership, event: dict[str, str]) -> None:
+        kind, address = event["kind"], event["address"]
+        match event["op"]:
+            case "claim":
+                getattr(owned, kind).add(address)
+            case "release":
+                getattr(owned, kind).discard(address)
+            case "remember":
+                owned.sysctls.setdefault(address, event["value"])
+            case "forget":
+                owned.sysctls.pop(address, None)
+            case "release-namespace":
+                owned.namespaces.discard(address)
+                self._released.add(address)
+
+    def _append(self, op: str, kind: str, address: str, value: str = "") -> None:
+        event = {"op": op, "kind": kind, "address": address, "value": value}
+        self._replay(self.owned, event)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("a") as log:
+            log.write(json.dumps(event) + "\n")
+        self._dirty = True
+
+    def _drop_released(self, owned: res.Ownership) -> None:
+        """What was recorded inside deleted namespaces went with them: one pass for all."""
+        if not self._released:
+            return
+        released = self._released
+
+        def inside(address: str) -> bool:
+            return address.split(".", 1)[1].partition("/")[0].partition("[")[0] in released
+
+        owned.addresses = {a for a in owned.addresses if not inside(a)}
+        owned.routes = {a for a in owned.routes if not inside(a)}
+        owned.sysctls = {a: v for a, v in owned.sysctls.items() if not inside(a)}
+        self._released = set()
 
     def _save(self) -> None:
         owned = self.owned
+        self._drop_released(owned)
         if not (owned.namespaces or owned.addresses or owned.routes or owned.sysctls or owned.vms):
             self.path.unlink(missing_ok=True)
+            self.log.unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # the journal may still be there
                 self.path.parent.rmdir()
+            self._dirty = False
             return
         data = {
             "namespaces": sorted(owned.namespaces),
@@ -59,29 +124,31 @@ class OwnershipStore:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1) + "\n")
         tmp.replace(self.path)
+        self.log.unlink(missing_ok=True)  # folded into the record
         self._dirty = False
 
     def forget_all(self) -> None:
         """After a complete destroy: the lab's directory goes, journal and all."""
         with self._lock:
             self.owned = res.Ownership()
+            self._released = set()
             shutil.rmtree(self.path.parent, ignore_errors=True)
 
     def claim(self, kind: str, address: str) -> None:
-        """Addresses and routes are saved by flush() (thousands per apply); namespaces and VMs,
-        which outlive a crash as processes and mounts, at once."""
         with self._lock:
-            getattr(self.owned, kind).add(address)
-            self._dirty = True
-            if kind in ("namespaces", "vms"):
-                self._save()
+            if kind in DURABLE:
+                self._append("claim", kind, address)
+            else:
+                getattr(self.owned, kind).add(address)
+                self._dirty = True
 
     def release(self, kind: str, address: str) -> None:
         with self._lock:
-            getattr(self.owned, kind).discard(address)
-            self._dirty = True
-            if kind in ("namespaces", "vms"):
-                self._save()
+            if kind in DURABLE:
+                self._append("release", kind, address)
+            else:
+                getattr(self.owned, kind).discard(address)
+                self._dirty = True
 
     def flush(self) -> None:
         with self._lock:
@@ -91,22 +158,17 @@ class OwnershipStore:
     def remember_sysctl(self, address: str, original: str) -> None:
         """The value before the lab first set it, to restore when the lab lets it go."""
         with self._lock:
-            self.owned.sysctls.setdefault(address, original)
-            self._save()
+            if address not in self.owned.sysctls:
+                self._append("remember", "sysctls", address, original)
 
     def forget_sysctl(self, address: str) -> None:
         with self._lock:
-            self.owned.sysctls.pop(address, None)
-            self._save()
+            self._append("forget", "sysctls", address)
 
     def release_namespace(self, name: str) -> None:
         """Everything recorded inside a deleted namespace went with it."""
-        prefixes = (f"address.{name}/", f"route.{name}[", f"sysctl.{name}[")
         with self._lock:
-            self.owned.namespaces.discard(name)
-            self.owned.addresses = {a for a in self.owned.addresses if not a.startswith(prefixes)}
-            self.owned.routes = {a for a in self.owned.routes if not a.startswith(prefixes)}
-            self.owned.sysctls = {
-                a: v for a, v in self.owned.sysctls.items() if not a.startswith(prefixes)
-            }
-            self._save()
+            self._append("release-namespace", "namespaces", name)
+
+
+DURABLE = ("namespaces", "vms")  # logged at once; addresses and routes wait for flush()

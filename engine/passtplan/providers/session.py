@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -141,22 +141,35 @@ class Session:
         for handle in handles:
             handle.close()
 
-    def nsid_map(self, handle: Handle) -> dict[int, str]:
-        """How `handle`'s namespace numbers the others (IFLA_LINK_NETNSID), by lab name."""
-        if handle.nsids is None:
-            found = {}
-            for other in self.handles():
-                if other is handle:
-                    continue
-                if other.fd is not None:
-                    nsid = rtnl.netnsid(handle.sock, other.fd)
-                else:
-                    own = os.open(OWN_NAMESPACE, os.O_RDONLY | os.O_CLOEXEC)
-                    try:
-                        nsid = rtnl.netnsid(handle.sock, own)
-                    finally:
-                        os.close(own)
-                if nsid is not None:
-                    found[nsid] = other.namespace.name
-            handle.nsids = found
-        return handle.nsids
+    def nsid_map(
+        self, handle: Handle, wanted: set[int], likely: Iterable[str] = ()
+    ) -> dict[int, str]:
+        """How `handle`'s namespace numbers the others (IFLA_LINK_NETNSID), by lab name: the
+        `wanted` ids are looked up among the open namespaces, the `likely` ones first, until
+        all are found (a spoke's one peer costs one question, not one per namespace)."""
+        known = handle.nsids if handle.nsids is not None else {}
+        handle.nsids = known
+        missing = wanted - known.keys()
+        if not missing:
+            return known
+        by_name = {other.namespace.name: other for other in self.handles() if other is not handle}
+        first = [name for name in dict.fromkeys(likely) if name in by_name]
+        order = first + sorted(by_name.keys() - set(first) - set(known.values()))
+        for name in order:
+            if not missing:
+                break
+            nsid = self._netnsid(handle, by_name[name])
+            if nsid is not None:
+                known[nsid] = name
+                missing.discard(nsid)
+        return known
+
+    @staticmethod
+    def _netnsid(handle: Handle, other: Handle) -> int | None:
+        if other.fd is not None:
+            return rtnl.netnsid(handle.sock, other.fd)
+        own = os.open(OWN_NAMESPACE, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return rtnl.netnsid(handle.sock, own)
+        finally:
+            os.close(own)
