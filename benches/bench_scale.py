@@ -42,8 +42,9 @@ from typing import IO, Any
 
 from benches.common import cleaned, ip_batch, unique, write_lab
 from benches.starlab import ip_batches, ip_delete_batch, resource_count, star_lab
-from passtplan.engine import apply_plan, make_plan, store_for
-from passtplan.lang.loader import load_lab
+from passtplan.apply import apply_plan
+from passtplan.cycles import load_lab
+from passtplan.engine import make_plan, store_for
 from passtplan.providers.session import Session
 
 PHASES = ("baseline", "validate", "plan", "apply", "noop", "destroy")

@@ -11,6 +11,7 @@ the kernel does not make through rtnetlink (tap: /dev/net/tun) has its own creat
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, assert_never, cast, get_args
 
@@ -287,25 +288,26 @@ def _configure(
         index = ctx.index(handle, link.name)
         if index is None:
             raise ApplyError(link.address, "the link does not exist")
-        args: dict[str, Any] = {}
-        if created and link.owner:
-            args["ifalias"] = link.owner
-        if "mtu" in fields and link.mtu is not None:
-            args["mtu"] = link.mtu
-        if "mac" in fields and link.mac is not None:
-            args["address"] = link.mac
+        master = None
         if "master" in fields and link.master is not None:
             master = ctx.index(handle, link.master) if link.master else 0
             if master is None:
                 raise ApplyError(link.address, f"master {link.master} does not exist")
-            args["master"] = master
+        settings = rtnl.LinkSettings(
+            alias=link.owner if created and link.owner else None,
+            mtu=link.mtu if "mtu" in fields else None,
+            mac=link.mac if "mac" in fields else None,
+            master=master,
+        )
         if own and link.kind == "tap":
             _set_tap_owner(handle, link)
         elif own:
-            args.update(kind=link.kind, **_kind_settings(ctx, handle, link, own))
-        if args:
-            handle.ipr.link("set", index=index, **args)
-        if "up" in fields and link.up is not None:
-            handle.ipr.link("set", index=index, state="up" if link.up else "down")
+            handle.ipr.link(
+                "set", index=index, kind=link.kind, **_kind_settings(ctx, handle, link, own)
+            )
+        up = link.up if "up" in fields else None
+        for code in rtnl.transact(handle.sock, rtnl.link_set_requests(index, settings, up)):
+            if code:
+                raise OSError(code, os.strerror(code))
 
     handle.run(configure)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import select
 import socket
 import struct
-import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
 from typing import cast
@@ -58,14 +59,24 @@ RECV_SIZE = 1 << 20
 _sequence = count(1 << 20)
 
 
-class _Buffers(threading.local):
-    """One receive buffer per thread, allocated once (allocating 1 MiB per read costs 25 us)."""
+class _Buffers:
+    """Receive buffers lent to whichever thread reads: allocating 1 MiB per read costs 25 us,
+    and one per thread would cost 1 MiB of memory for each of a big lab's namespace threads.
+    As many exist as reads ever ran at once (a handful: the walker's workers)."""
 
     def __init__(self) -> None:
-        self.buffer = bytearray(RECV_SIZE)
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
 
-    def get(self) -> bytearray:
-        return self.buffer
+    @contextmanager
+    def lent(self) -> Iterator[bytearray]:
+        try:
+            buffer = self._free.get_nowait()
+        except queue.Empty:
+            buffer = bytearray(RECV_SIZE)
+        try:
+            yield buffer
+        finally:
+            self._free.put(buffer)
 
 
 _buffers = _Buffers()
@@ -126,15 +137,15 @@ def _wait_readable(sock: socket.socket, timeout: float = 30.0) -> None:
 
 def _receive(sock: socket.socket) -> Iterator[tuple[int, int, int, memoryview]]:
     """(type, flags, sequence, payload) for each message of one read."""
-    buffer = _buffers.get()
-    while True:
-        try:
-            size = sock.recv_into(buffer)
-            break
-        except BlockingIOError:  # pyroute2 may have made the socket non-blocking
-            _wait_readable(sock)
-    # A copy of just what arrived: callers keep payloads while the buffer is read into again.
-    data = memoryview(bytes(memoryview(buffer)[:size]))
+    with _buffers.lent() as buffer:
+        while True:
+            try:
+                size = sock.recv_into(buffer)
+                break
+            except BlockingIOError:  # pyroute2 may have made the socket non-blocking
+                _wait_readable(sock)
+        # A copy of just what arrived: callers keep payloads while the buffer is lent again.
+        data = memoryview(bytes(memoryview(buffer)[:size]))
     offset = 0
     while offset + NLMSG.size <= len(data):
         length, kind, flags, seq, _ = NLMSG.unpack_from(data, offset)
@@ -460,3 +471,39 @@ def netnsid(sock: socket.socket, fd: int) -> int | None:
     found = None if payload is None else attributes(payload, 4).get(NETNSA_NSID)
     nsid = None if found is None else int(struct.unpack_from("=i", found)[0])
     return nsid if nsid is not None and nsid >= 0 else None
+
+
+RTM_NEWLINK = 16
+IFF_UP = 0x1
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    """What `ip link set` changes on an existing link; None leaves a setting as it is."""
+
+    alias: str | None = None
+    mtu: int | None = None
+    mac: str | None = None
+    master: int | None = None  # an ifindex; 0 takes the link off its master
+
+
+def link_set_requests(index: int, settings: LinkSettings, up: bool | None) -> list[bytes]:
+    """The settings, then the up/down state in a request of its own (a link takes some settings,
+    its MAC address among them, only while down), both for `transact`."""
+    attrs = b""
+    if settings.alias is not None:
+        attrs += attr(IFLA_IFALIAS, settings.alias.encode() + b"\0")
+    if settings.mtu is not None:
+        attrs += attr(IFLA_MTU, U32.pack(settings.mtu))
+    if settings.mac is not None:
+        attrs += attr(IFLA_ADDRESS, bytes.fromhex(settings.mac.replace(":", "")))
+    if settings.master is not None:
+        attrs += attr(IFLA_MASTER, U32.pack(settings.master))
+    requests = []
+    if attrs:
+        body = IFINFO.pack(0, 0, index, 0, 0) + attrs
+        requests.append(message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, body, 0))
+    if up is not None:
+        body = IFINFO.pack(0, 0, index, IFF_UP if up else 0, IFF_UP)
+        requests.append(message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, body, 0))
+    return requests
