@@ -26,7 +26,7 @@ def observed_state(path: Path, lab: str) -> res.State:
             continue
         role = res.NamespaceRole(ns.get("role", "created"))
         namespace = res.Namespace(
-            name, None if role is res.NamespaceRole.HOST else f"{lab}-{name}", role
+            name, None if role is res.NamespaceRole.HOST else f"{lab}.{name}", role
         )
         links = {}
         for index, (link_name, link) in enumerate((ns.get("links") or {}).items(), start=1):

@@ -99,7 +99,7 @@ def verify_live(
 
 
 def detach_found_namespaces(desired: Desired, session: Session) -> None:
-    """The names apply gave pods' namespaces (LAB-N) are the lab's: they go with it. The pods'
+    """The names apply gave pods' namespaces (LAB.N) are the lab's: they go with it. The pods'
     namespaces themselves are Kubernetes' and stay until their pods go."""
     for ns in desired.namespaces.values():
         if ns.resolve is not None and ns.resolve[0] in ("vm", "pod") and ns.netns:

@@ -71,7 +71,7 @@ PlanFile = Annotated[Path, typer.Argument(help="The lab file.", metavar="PLAN", 
 Sandbox = Annotated[
     bool,
     typer.Option(
-        "--sandbox", help="Build the lab and its surroundings in network namespaces named LAB-NS."
+        "--sandbox", help="Build the lab and its surroundings in network namespaces named LAB.NS."
     ),
 ]
 Kubeconfig = Annotated[

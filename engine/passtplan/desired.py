@@ -1,7 +1,7 @@
 """What a lab asks for, as resources: the pure step from the plan language to the engine's terms.
 
 Here the two modes differ. On a node, `host` is the machine's root namespace; with --sandbox every
-namespace N is the named netns LAB-N, `host` included, and the sandbox section is added.
+namespace N is the named netns LAB.N, `host` included, and the sandbox section is added.
 """
 
 from __future__ import annotations
@@ -63,9 +63,14 @@ def lab_id(lab: str, *, sandbox: bool) -> str:
     return f"{lab}@sandbox" if sandbox else lab
 
 
+NETNS_SEPARATOR = "."  # never in a lab's or a namespace's name (DNS labels): no two labs collide
+
+
 def netns_name(lab: str, namespace: str) -> str:
-    """The kernel's name for a lab namespace: `LAB-NAMESPACE`, as `ip netns` lists it."""
-    return f"{lab}-{namespace}"
+    """The kernel's name for a lab namespace: `LAB.NAMESPACE`, as `ip netns` lists it. Lab and
+    namespace names are DNS labels, which hold no dot, so no other lab and namespace make the
+    same name (with a dash, lab `a` namespace `b-c` and lab `a-b` namespace `c` would)."""
+    return f"{lab}{NETNS_SEPARATOR}{namespace}"
 
 
 DEFAULT_POD_NETWORK = "10.233.70.{}/32"  # the seed's Calico pod address is the first VM's
@@ -125,7 +130,7 @@ def sandbox_vm(
     return res.Vm(
         name=name,
         launcher=netns_name(lab.metadata.name, launcher),
-        guest=netns_name(lab.metadata.name, f"vm-{name}"),
+        guest=netns_name(lab.metadata.name, f"vm.{name}"),
         pod_address=address,
         gateway=settings.gateway,
         tcp_ports=tcp,

@@ -21,7 +21,7 @@ Ref = tuple[str, str]  # (lab namespace, interface name)
 
 class NamespaceRole(StrEnum):
     CREATED = "created"  # a named netns the lab creates and may delete
-    HOST = "host"  # the root namespace of this machine (or LAB-host in the sandbox)
+    HOST = "host"  # the root namespace of this machine (or LAB.host in the sandbox)
     RESOLVED = "resolved"  # found through `resolve:`; never created or deleted
 
 

@@ -77,7 +77,7 @@ class Lab:
         return self
 
     def netns(self, namespace: str) -> str:
-        return f"{self.name}-{namespace}"
+        return f"{self.name}.{namespace}"
 
     def run(self, *args: str, code: int | None = 0) -> Result:
         result = self.cli.invoke(app, list(args))
@@ -100,7 +100,7 @@ class Lab:
         assert result.exit_code == 0, f"plan is not empty:\n{result.output}"
 
     def leftovers(self) -> list[str]:
-        found = [n for n in kernel.list_netns() if n.startswith(f"{self.name}-")]
+        found = [n for n in kernel.list_netns() if n.startswith(f"{self.name}.")]
         found += [p.name for p in RUN_DIR.glob(f"{self.name}*")]
         return found
 

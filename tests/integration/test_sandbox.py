@@ -85,7 +85,7 @@ def test_the_seed_state_holds(seed: Lab, applied: str) -> None:
     assert ("10.7.120.202", 16) in {(a["local"], a["prefixlen"]) for a in addresses}
     routes = ip_json("route", "show", "default", netns=pod)
     assert [(r["gateway"], r["dev"]) for r in routes] == [("10.7.0.1", "macvlan1")]
-    guest = ip_json("address", "show", "eth0", netns=seed.netns("vm-passt-macvlan"))[0]
+    guest = ip_json("address", "show", "eth0", netns=seed.netns("vm.passt-macvlan"))[0]
     assert guest["mtu"] == 65520
     assert guest["address"] == "52:54:00:12:34:56"
     v4 = [(a["local"], a["prefixlen"]) for a in guest["addr_info"] if a["family"] == "inet"]
@@ -123,7 +123,8 @@ def test_show_writes_the_sandbox_in_the_plan_language(seed: Lab, applied: str) -
     pod = seed.directory / "shown.yaml"
     pod.write_text(shown)
     macvlan = read_yaml(pod).data["namespaces"]["pod"]["links"]["macvlan1"]  # type: ignore[index]
-    parent = f"{seed.netns('host')}/ens192"  # the sandbox's host is a namespace like the others
+    # the sandbox's host is a namespace like the others, under a name of the language's
+    parent = f"{seed.netns('host').replace('.', '-')}/ens192"
     assert (macvlan["kind"], macvlan["parent"], macvlan["mode"]) == ("macvlan", parent, "vepa")
     assert macvlan["addresses"] == ["10.7.120.202/16"]
     seed.run("validate", str(pod))

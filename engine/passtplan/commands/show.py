@@ -77,7 +77,7 @@ def lab_namespaces(lab: Lab, *, sandbox: bool) -> dict[str, res.Namespace]:
         if ns.netns is None:
             found[name] = res.Namespace(name, None, res.NamespaceRole.HOST)
             continue
-        label = ns.netns if name == HOST else name
+        label = _label(ns.netns) if name == HOST else name
         path = ("path", str(kernel.netns_path(ns.netns)))
         found[label] = res.Namespace(label, ns.netns, res.NamespaceRole.RESOLVED, path)
     return found
@@ -87,8 +87,12 @@ def _namespace(netns_name: str) -> res.Namespace:
     if netns_name == HOST:
         return res.Namespace(HOST, None, res.NamespaceRole.HOST)
     path = str(kernel.netns_path(netns_name))
-    label = re.sub(r"[^a-z0-9-]+", "-", netns_name.lower()).strip("-")[:63] or "ns"
-    return res.Namespace(label, netns_name, res.NamespaceRole.RESOLVED, ("path", path))
+    return res.Namespace(_label(netns_name), netns_name, res.NamespaceRole.RESOLVED, ("path", path))
+
+
+def _label(netns_name: str) -> str:
+    """A netns name as a lab namespace name (a DNS label): `lab.host` -> `lab-host`."""
+    return re.sub(r"[^a-z0-9-]+", "-", netns_name.lower()).strip("-")[:63] or "ns"
 
 
 def lab_document(state: res.State) -> dict[str, object]:
