@@ -137,7 +137,13 @@ def sort_key(change: Change) -> tuple[int, str]:
 def _namespaces(work: _Diff) -> None:
     for ns in work.desired.namespaces.values():
         observed = work.observed(ns.name)
-        if observed is not None:
+        if observed is not None and _adopted(work, ns):
+            work.conflicts.append(
+                f"{ns.address}: netns {ns.netns} already exists and this lab did not make it; "
+                f"passtplan will not take it over: remove it (ip netns delete {ns.netns}) or "
+                "rename the lab"
+            )
+        elif observed is not None:
             work.add(Change(ns.address, Action.NOOP, observed.namespace, ns))
         elif ns.role is res.NamespaceRole.CREATED:
             work.add(Change(ns.address, Action.CREATE, None, ns, "not present"))
@@ -152,9 +158,24 @@ def _namespaces(work: _Diff) -> None:
         observed = work.observed(name)
         if observed is None:
             continue
+        foreign = sorted(
+            link.name for link in observed.links.values() if link.name != "lo" and not link.owner
+        )
+        if foreign:
+            work.conflicts.append(
+                f"{observed.namespace.address}: netns {observed.namespace.netns} holds "
+                f"{', '.join(foreign)}, which this lab did not make; passtplan will not delete "
+                "them with it: move or delete them, then run again"
+            )
+            continue
         work.dropped_namespaces.add(name)
         _delete(work, observed.namespace, "no longer in the plan")
         _cover_contents(work, observed)
+
+
+def _adopted(work: _Diff, ns: res.Namespace) -> bool:
+    """A namespace the lab would create that exists without the lab's record of making it."""
+    return ns.role is res.NamespaceRole.CREATED and ns.name not in work.state.owned.namespaces
 
 
 def _namespaces_in_use(desired: Desired) -> set[str]:

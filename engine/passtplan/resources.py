@@ -13,6 +13,8 @@ from enum import StrEnum
 from typing import Literal
 
 OWNER_PREFIX = "passtplan:"  # link alias (IFLA_IFALIAS) marking the lab that made a link
+DRIVER_PREFIX = "passtplan-vm:"  # the alias of the sandbox VM driver's own links
+MARKS = (OWNER_PREFIX, DRIVER_PREFIX)  # a link carrying one of these is passtplan's
 MAIN_TABLE = 254
 DEFAULT_METRIC = {4: 0, 6: 1024}  # what the kernel gives a route added without a metric
 
@@ -277,3 +279,4 @@ class Ownership:
     routes: set[str] = field(default_factory=set)
     sysctls: dict[str, str] = field(default_factory=dict)  # sysctl address -> value before
     vms: set[str] = field(default_factory=set)  # VM names the sandbox runs for the lab
+    links: set[str] = field(default_factory=set)  # links being made: marked once configured

@@ -26,7 +26,7 @@ class Applier:
         if change.action is Action.NOOP:
             return "unchanged"
         if change.covered_by is not None:
-            ipconfig.release(self.ctx, change)
+            self._forget(change)
             return f"removed with {change.covered_by}"
         try:
             return self._dispatch(change)
@@ -52,6 +52,13 @@ class Applier:
                 return vm.apply(self.ctx, change)
             case _:
                 assert_never(resource)
+
+    def _forget(self, change: Change) -> None:
+        """What went with its namespace or veth peer is no longer the lab's."""
+        if isinstance(change.resource, res.Link):
+            self.ctx.store.release("links", change.address)
+        else:
+            ipconfig.release(self.ctx, change)
 
     def batch(self, changes: list[Change]) -> list[ipconfig.Result]:
         """Address or route changes of one namespace, applied together."""

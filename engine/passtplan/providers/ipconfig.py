@@ -90,11 +90,14 @@ def apply_one(ctx: ApplyContext, change: Change) -> str:
 
 def release(ctx: ApplyContext, change: Change) -> None:
     """Forget an address or route that went with its link or namespace."""
+    kind = _record_kind(change)
+    if kind is not None:
+        ctx.store.release(kind, change.address)
+
+
+def _record_kind(change: Change) -> str | None:
     kind = change.address.split(".", 1)[0]
-    if kind == "address":
-        ctx.store.release("addresses", change.address)
-    elif kind == "route":
-        ctx.store.release("routes", change.address)
+    return {"address": "addresses", "route": "routes"}.get(kind)
 
 
 def _batch_on(ctx: ApplyContext, handle: Handle, changes: list[Change]) -> list[Result]:
@@ -117,9 +120,25 @@ def _batch_on(ctx: ApplyContext, handle: Handle, changes: list[Change]) -> list[
             continue
         requests.append(request)
         sent.append(position)
+    _claim_first(ctx, [changes[position] for position in sent])
     for position, code in zip(sent, rtnl.transact(handle.sock, requests), strict=True):
-        results[position] = _settle(ctx, changes[position], code)
+        results[position] = _settle(changes[position], code)
+    _release_after(ctx, [c for i, c in enumerate(changes) if results[i][1] is None])
     return [(change, *results[i]) for i, change in enumerate(changes)]
+
+
+def _claim_first(ctx: ApplyContext, changes: list[Change]) -> None:
+    """What the batch creates is the lab's from before it exists: a kill mid-batch leaves a
+    record of it, never an address or route nobody knows to remove."""
+    for kind in ("addresses", "routes"):
+        made = [c.address for c in changes if c.action is Action.CREATE and _record_kind(c) == kind]
+        ctx.store.claim_many(kind, made)
+
+
+def _release_after(ctx: ApplyContext, changes: list[Change]) -> None:
+    for kind in ("addresses", "routes"):
+        gone = [c.address for c in changes if c.action is Action.DELETE and _record_kind(c) == kind]
+        ctx.store.release_many(kind, gone)
 
 
 def _request(ctx: ApplyContext, handle: Handle, change: Change) -> bytes | None:
@@ -154,17 +173,13 @@ def _request(ctx: ApplyContext, handle: Handle, change: Change) -> bytes | None:
     return rtnl.route_request(not deleting, spec)
 
 
-def _settle(ctx: ApplyContext, change: Change, code: int) -> tuple[str | None, str | None]:
-    kind = "addresses" if change.address.startswith("address.") else "routes"
+def _settle(change: Change, code: int) -> tuple[str | None, str | None]:
     if change.action is Action.DELETE:
         if code and code not in rtnl.IGNORED_ON_DELETE:
             return None, f"{change.address}: {os.strerror(code)}"
-        ctx.store.release(kind, change.address)
         return ("deleted" if code == 0 else "already gone"), None
-    if code == errno.EEXIST and kind == "addresses":
+    if code == errno.EEXIST and _record_kind(change) == "addresses":
         return "already present", None
     if code:
         return None, f"{change.address}: {os.strerror(code)} (netlink error {code})"
-    if change.action is Action.CREATE:
-        ctx.store.claim(kind, change.address)
     return ("replaced" if change.action is Action.UPDATE else "added"), None

@@ -52,6 +52,15 @@ def exists(name: str) -> bool:
     return netns_path(name).exists()
 
 
+def is_namespace(path: Path) -> bool:
+    """Whether `path` holds a namespace (a bind mount of nsfs), not the empty file a creation
+    cut short leaves behind: a mount point's device differs from its directory's."""
+    try:
+        return path.stat().st_dev != path.parent.stat().st_dev
+    except FileNotFoundError:
+        return False
+
+
 def list_netns() -> list[str]:
     try:
         return sorted(p.name for p in NETNS_DIR.iterdir())

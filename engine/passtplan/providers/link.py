@@ -38,7 +38,7 @@ def to_links(
         out[ns] = {}
         for link in links:
             other = _other_end(ns, link, names, nsids.get(ns, {}))
-            owner = link.alias if link.alias and link.alias.startswith(res.OWNER_PREFIX) else None
+            owner = link.alias if link.alias and link.alias.startswith(res.MARKS) else None
             data = dict(link.data)
             dev = data.get("dev")
             if isinstance(dev, int):  # vxlan: the underlay's ifindex, in the same namespace
@@ -106,7 +106,9 @@ def apply(ctx: ApplyContext, change: Change) -> str:
 
 def _apply(ctx: ApplyContext, change: Change) -> str:
     if change.action is Action.DELETE:
-        return _delete(ctx, change)
+        note = _delete(ctx, change)
+        ctx.store.release("links", change.address)
+        return note
     link = change.after
     assert isinstance(link, res.Link)
     if change.action is Action.REPLACE:
@@ -118,11 +120,20 @@ def _apply(ctx: ApplyContext, change: Change) -> str:
         _configure(ctx, link, declared, created=True)
         return "already present when its namespace was found: configured"
     if change.action in (Action.CREATE, Action.REPLACE):
+        # The lab's before it exists: a kill before its mark is set leaves it known.
+        ctx.store.claim_many("links", made_with(link))
         made = _create(ctx, link)
         _configure(ctx, link, declared, created=True)
         return made
     _configure(ctx, link, change.changed, created=False)
     return f"set {', '.join(change.changed)}"
+
+
+def made_with(link: res.Link) -> list[str]:
+    """The links one create makes: the link, and a veth's other end."""
+    if link.kind == "veth" and link.peer is not None:
+        return [link.address, "link.{}/{}".format(*link.peer)]
+    return [link.address]
 
 
 def _exists(ctx: ApplyContext, link: res.Link) -> bool:

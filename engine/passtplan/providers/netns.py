@@ -22,10 +22,9 @@ def apply(ctx: ApplyContext, change: Change) -> str:
     assert isinstance(ns, res.Namespace)
     if change.action is Action.CREATE:
         assert ns.netns is not None
-        if kernel.exists(ns.netns):
-            raise ApplyError(change.address, f"netns {ns.netns} already exists")
+        _make_way(ctx, ns.netns, ns.name, change.address)
+        ctx.store.claim("namespaces", ns.name)  # before it exists: a kill leaves it known
         kernel.create(ns.netns)
-        ctx.store.claim("namespaces", ns.name)
         ctx.session.open(ns)
         return f"created netns {ns.netns}"
     if change.action is Action.DELETE:
@@ -43,6 +42,24 @@ def apply(ctx: ApplyContext, change: Change) -> str:
             raise ApplyError(change.address, f"cannot find the namespace ({how})")
         return note
     raise ApplyError(change.address, f"cannot {change.action} a namespace")
+
+
+def _make_way(ctx: ApplyContext, netns: str, name: str, address: str) -> None:
+    """The name must be free: a namespace there is never adopted, and the empty file a creation
+    cut short leaves is removed only when the lab's record says it was making it."""
+    path = kernel.netns_path(netns)
+    if kernel.is_namespace(path):
+        raise ApplyError(
+            address,
+            f"netns {netns} already exists and this lab did not make it: remove it "
+            f"(ip netns delete {netns}) or rename the lab",
+        )
+    if path.exists():
+        if name not in ctx.store.owned.namespaces:
+            raise ApplyError(
+                address, f"{path} exists and is not a namespace; remove it, then apply again"
+            )
+        path.unlink()  # left by this lab's creation of it, cut short
 
 
 def _find_on_node(ctx: ApplyContext, ns: res.Namespace) -> str:

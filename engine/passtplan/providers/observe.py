@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from passtplan import resources as res
 from passtplan.desired import Desired, netns_name
@@ -85,6 +86,7 @@ def observe(
         if handle is not None and wanted:
             nsids[name] = session.nsid_map(handle, wanted, sorted(neighbours.get(name, ())))
     links = to_links(raw, nsids)
+    _own_intended(links, owned, desired.owner)
     state = res.State(owned=owned)
     wanted_sysctls = _sysctls_by_namespace(desired, owned)
     for ns in namespaces:
@@ -106,6 +108,16 @@ def observe(
     if desired.sandbox and store is not None:
         state.vms.update(vm_local.observe(desired.vms.keys() | owned.vms, store))
     return state
+
+
+def _own_intended(links: dict[str, dict[str, res.Link]], owned: res.Ownership, owner: str) -> None:
+    """A link the record says the lab was making, found without the lab's mark (a kill came
+    between its creation and its mark), is the lab's: the next apply marks it."""
+    for address in owned.links:
+        namespace, _, name = address.removeprefix("link.").partition("/")
+        link = links.get(namespace, {}).get(name)
+        if link is not None and link.owner is None:
+            links[namespace][name] = replace(link, owner=owner)
 
 
 def _neighbours(desired: Desired) -> dict[str, set[str]]:

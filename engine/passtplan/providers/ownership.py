@@ -13,6 +13,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 from passtplan import resources as res
 
@@ -20,12 +21,13 @@ RUN_DIR = Path(os.environ.get("PASSTPLAN_RUN_DIR", "/run/passtplan"))
 
 
 class OwnershipStore:
-    """The lab's record, kept on disk so a crash loses nothing of what outlives it.
+    """The lab's record, kept on disk so a crash loses nothing.
 
-    Addresses and routes are saved together by flush() (thousands per apply). Namespaces, VMs
-    and sysctls' earlier values outlive a crash as mounts, processes and settings, so each
-    change to them is appended at once to a log beside the record (one short line, whatever
-    the lab's size), which the next load replays and the next flush folds into the record.
+    Every claim is made before the action that creates the thing (an intent: a kill after it
+    leaves a record of something that may not exist, which the next plan makes or ignores, never
+    a thing nobody knows is the lab's), and every release after the action that removes it.
+    Each is appended at once to a log beside the record (one write however many things it
+    names), which the next load replays and the next flush folds into the record.
     """
 
     def __init__(self, lab_key: str, run_dir: Path = RUN_DIR) -> None:
@@ -47,13 +49,14 @@ class OwnershipStore:
             routes=set(data.get("routes", [])),
             sysctls=dict(data.get("sysctls", {})),
             vms=set(data.get("vms", [])),
+            links=set(data.get("links", [])),
         )
         for event in self._logged():
             self._replay(owned, event)
         self._drop_released(owned)
         return owned
 
-    def _logged(self) -> list[dict[str, str]]:
+    def _logged(self) -> list[dict[str, Any]]:
         try:
             lines = self.log.read_text().splitlines()
         except FileNotFoundError:
@@ -66,9 +69,13 @@ class OwnershipStore:
                 break  # the last line of a write cut short by a kill
         return events
 
-    def _replay(self, owned: res.Ownership, event: dict[str, str]) -> None:
+    def _replay(self, owned: res.Ownership, event: dict[str, Any]) -> None:
         kind, address = event["kind"], event["address"]
         match event["op"]:
+            case "claim-many":
+                getattr(owned, kind).update(event["addresses"])
+            case "release-many":
+                getattr(owned, kind).difference_update(event["addresses"])
             case "claim":
                 getattr(owned, kind).add(address)
             case "release":
@@ -82,11 +89,17 @@ class OwnershipStore:
                 self._released.add(address)
 
     def _append(self, op: str, kind: str, address: str, value: str = "") -> None:
-        event = {"op": op, "kind": kind, "address": address, "value": value}
+        self._write({"op": op, "kind": kind, "address": address, "value": value})
+
+    def _write(self, event: dict[str, Any]) -> None:
+        """One line, in one write: a kill leaves it whole or cut, and a cut line is ignored."""
         self._replay(self.owned, event)
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("a") as log:
-            log.write(json.dumps(event) + "\n")
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, (json.dumps(event) + "\n").encode())
+        finally:
+            os.close(fd)
         self._dirty = True
 
     def _drop_released(self, owned: res.Ownership) -> None:
@@ -106,7 +119,14 @@ class OwnershipStore:
     def _save(self) -> None:
         owned = self.owned
         self._drop_released(owned)
-        if not (owned.namespaces or owned.addresses or owned.routes or owned.sysctls or owned.vms):
+        if not (
+            owned.namespaces
+            or owned.addresses
+            or owned.routes
+            or owned.sysctls
+            or owned.vms
+            or owned.links
+        ):
             self.path.unlink(missing_ok=True)
             self.log.unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # the journal may still be there
@@ -119,11 +139,15 @@ class OwnershipStore:
             "routes": sorted(owned.routes),
             "sysctls": dict(sorted(owned.sysctls.items())),
             "vms": sorted(owned.vms),
+            "links": sorted(owned.links),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        tmp.replace(self.path)
+        with tmp.open("w") as out:
+            out.write(json.dumps(data, indent=1) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(self.path)  # whole or not at all
         self.log.unlink(missing_ok=True)  # folded into the record
         self._dirty = False
 
@@ -135,20 +159,24 @@ class OwnershipStore:
             shutil.rmtree(self.path.parent, ignore_errors=True)
 
     def claim(self, kind: str, address: str) -> None:
-        with self._lock:
-            if kind in DURABLE:
-                self._append("claim", kind, address)
-            else:
-                getattr(self.owned, kind).add(address)
-                self._dirty = True
+        """Record, before making it, that the thing at `address` is the lab's."""
+        self.claim_many(kind, [address])
 
     def release(self, kind: str, address: str) -> None:
+        """Record, once it is gone, that the thing at `address` is no longer the lab's."""
+        self.release_many(kind, [address])
+
+    def claim_many(self, kind: str, addresses: list[str]) -> None:
         with self._lock:
-            if kind in DURABLE:
-                self._append("release", kind, address)
-            else:
-                getattr(self.owned, kind).discard(address)
-                self._dirty = True
+            fresh = [a for a in addresses if a not in getattr(self.owned, kind)]
+            if fresh:
+                self._write({"op": "claim-many", "kind": kind, "addresses": fresh, "address": ""})
+
+    def release_many(self, kind: str, addresses: list[str]) -> None:
+        with self._lock:
+            held = [a for a in addresses if a in getattr(self.owned, kind)]
+            if held:
+                self._write({"op": "release-many", "kind": kind, "addresses": held, "address": ""})
 
     def flush(self) -> None:
         with self._lock:
@@ -169,6 +197,3 @@ class OwnershipStore:
         """Everything recorded inside a deleted namespace went with it."""
         with self._lock:
             self._append("release-namespace", "namespaces", name)
-
-
-DURABLE = ("namespaces", "vms")  # logged at once; addresses and routes wait for flush()

@@ -41,7 +41,7 @@ def namespace_file(ns: res.Namespace) -> Path | None:
             return Path(value) if Path(value).exists() else None
     assert ns.netns is not None
     path = kernel.netns_path(ns.netns)
-    return path if path.exists() else None
+    return path if kernel.is_namespace(path) else None
 
 
 class Handle:

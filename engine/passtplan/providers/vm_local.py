@@ -33,7 +33,7 @@ PASST = "passt"
 START_DEADLINE = 30.0
 STOP_DEADLINE = 10.0
 CALICO_HOST_PREFIX = "cali"
-DRIVER_MARK = "passtplan-vm:"  # alias of the driver's own links: never the lab's to diff
+DRIVER_MARK = res.DRIVER_PREFIX  # alias of the driver's own links: never the lab's to diff
 PING_GROUP_RANGE = "0 2147483647"  # passt answers the guest's pings with ICMP echo sockets
 
 
