@@ -125,6 +125,8 @@ def _edges(
             other = by_address.get(dep)
             if other is None or dep == change.address:
                 continue
+            if dep == change.covered_by or other.covered_by == change.address:
+                continue  # one goes with the other: the covering edge alone orders them
             if change.action is Action.DELETE and other.action is Action.DELETE:
                 yield change.address, dep  # dependents go first
             elif change.action in MAKING and other.action in MAKING:
