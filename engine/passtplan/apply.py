@@ -3,8 +3,15 @@ record what was done, then read the live state again and verify it."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import signal
+import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from passtplan import resources as res
 from passtplan.changes import Action, ApplyReport, Change, Plan
@@ -62,13 +69,16 @@ def _apply_plan(
             raise PasstplanError(f"{failed} of {len(changes)} changes failed")
         return f"{len(changes)} changes in one batch"
 
+    stop = threading.Event()
     try:
-        outcomes = walk(
-            graph,
-            visit,
-            workers=workers,
-            inline=lambda node: all(_nothing_to_do(c) for c in graph.nodes[node]["changes"]),
-        )
+        with interruptible(stop):
+            outcomes = walk(
+                graph,
+                _killed_after_test_hook(visit),
+                workers=workers,
+                inline=lambda node: all(_nothing_to_do(c) for c in graph.nodes[node]["changes"]),
+                stop=stop,
+            )
     finally:
         store.flush()  # what was made is recorded even if the walk broke off
     walked = time.perf_counter() - started
@@ -89,6 +99,54 @@ def _apply_plan(
             detach_found_namespaces(plan.desired, session)
             store.forget_all()  # nothing of the lab is left: neither record nor journal
     return ApplyReport(plan, results, verify_errors, time.perf_counter() - started, walked)
+
+
+@contextmanager
+def interruptible(stop: threading.Event) -> Iterator[None]:
+    """SIGINT or SIGTERM stops the walk at the next action boundary (what runs finishes and is
+    recorded); a second one exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stopping(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)
+        stop.set()
+        print(
+            "\nInterrupted: finishing the actions under way; press Ctrl-C again to quit at once.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+KILL_AFTER = "PASSTPLAN_TEST_KILL_AFTER"  # the crash tests' hook: SIGKILL after K actions
+
+
+def _killed_after_test_hook(visit: Callable[[str], str]) -> Callable[[str], str]:
+    """With PASSTPLAN_TEST_KILL_AFTER=K in the environment, the process kills itself as the
+    K-th action finishes, as a kill between two actions would (tests/integration/test_crash)."""
+    limit = os.environ.get(KILL_AFTER)
+    if not limit:
+        return visit
+    count = itertools.count(1)
+    lock = threading.Lock()
+
+    def counted(node: str) -> str:
+        note = visit(node)
+        with lock:
+            if next(count) >= int(limit):
+                os.kill(os.getpid(), signal.SIGKILL)
+        return note
+
+    return counted
 
 
 def verify_live(

@@ -96,6 +96,15 @@ Wait = Annotated[
 AutoApprove = Annotated[
     bool, typer.Option("--auto-approve", help="Do not ask for confirmation before changing.")
 ]
+LockTimeout = Annotated[
+    float,
+    typer.Option(
+        "--lock-timeout",
+        help="Seconds to wait for another apply or destroy of the lab to finish (0: fail at once).",
+        metavar="SECONDS",
+        min=0,
+    ),
+]
 
 
 @app.command()
@@ -143,12 +152,21 @@ def apply(
     node: Node = None,
     kubelet_root: KubeletRoot = "/var/lib/kubelet",
     wait: Wait = 300.0,
+    lock_timeout: LockTimeout = 0.0,
 ) -> None:
     """Make the live state match the lab, in dependency order, then verify it."""
     from passtplan.commands import apply as command
 
     flags = _flags(kubeconfig, context, node, kubelet_root, wait)
-    _exit(lambda: command.run(path, sandbox=sandbox, auto_approve=auto_approve, flags=flags))
+    _exit(
+        lambda: command.run(
+            path,
+            sandbox=sandbox,
+            auto_approve=auto_approve,
+            flags=flags,
+            lock_timeout=lock_timeout,
+        )
+    )
 
 
 @app.command()
@@ -158,6 +176,7 @@ def destroy(
     auto_approve: AutoApprove = False,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
+    lock_timeout: LockTimeout = 0.0,
 ) -> None:
     """Remove everything the lab made, in reverse dependency order."""
     from passtplan.commands import apply as command
@@ -165,7 +184,12 @@ def destroy(
     flags = _flags(kubeconfig, context, None, "/var/lib/kubelet", 300.0)
     _exit(
         lambda: command.run(
-            path, sandbox=sandbox, auto_approve=auto_approve, destroy=True, flags=flags
+            path,
+            sandbox=sandbox,
+            auto_approve=auto_approve,
+            destroy=True,
+            flags=flags,
+            lock_timeout=lock_timeout,
         )
     )
 

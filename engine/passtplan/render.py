@@ -10,7 +10,7 @@ from collections import Counter
 from passtplan import resources as res
 from passtplan.changes import Action, ApplyReport, Change, Plan, plan_document, plan_summary
 from passtplan.providers.checks import CheckResult
-from passtplan.walk import Status
+from passtplan.walk import INTERRUPTED, Status
 
 SYMBOL = {
     Action.CREATE: "+",
@@ -158,6 +158,11 @@ def report_text(report: ApplyReport) -> str:
     for error in report.verify_errors:
         lines.append(f"  verify: {error}")
     verb = "Destroy" if report.plan.destroy else "Apply"
+    if any(o.detail == INTERRUPTED for _, o in report.outcomes):
+        lines.append(
+            f"  interrupted: what ran is recorded; run {verb.lower()} again to finish"
+            + ("" if report.plan.destroy else ", or destroy to remove what was made")
+        )
     verdict = f"{verb} complete!" if report.ok else f"{verb} failed."
     lines.append("")
     lines.append(

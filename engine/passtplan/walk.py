@@ -6,6 +6,7 @@ branches run to the end.
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,6 +17,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import networkx as nx
+
+
+INTERRUPTED = "interrupted before it started"
 
 
 class Status(StrEnum):
@@ -38,12 +42,15 @@ def walk(
     *,
     workers: int = 4,
     inline: Callable[[str], bool] = lambda node: False,
+    stop: threading.Event | None = None,
 ) -> dict[str, Outcome]:
     """Run `visit` on every node after all its predecessors are done.
 
     `visit` returns a note or raises; nodes for which `inline` is true (no-ops) run on the
-    calling thread, the rest on up to `workers` threads.
+    calling thread, the rest on up to `workers` threads. Once `stop` is set, nothing more
+    starts: what is in flight finishes, and every node not run is skipped as interrupted.
     """
+    stop = stop or threading.Event()
     waiting = {node: graph.in_degree(node) for node in graph.nodes}
     ready = deque(sorted(node for node, count in waiting.items() if count == 0))
     outcomes: dict[str, Outcome] = {}
@@ -66,10 +73,10 @@ def walk(
                 )
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="passtplan") as pool:
-        while ready or in_flight:
+        while (ready and not stop.is_set()) or in_flight:
             # Keep at most `workers` actions in flight: results come back through one queue,
             # so each completion costs the same however large the graph is.
-            while ready and in_flight < workers:
+            while ready and in_flight < workers and not stop.is_set():
                 node = ready.popleft()
                 if node in outcomes:
                     continue
@@ -81,6 +88,8 @@ def walk(
             if in_flight:
                 finish(finished.get())
                 in_flight -= 1
+    for node in graph.nodes:
+        outcomes.setdefault(node, Outcome(node, Status.SKIPPED, INTERRUPTED))
     return outcomes
 
 

@@ -10,6 +10,7 @@ from passtplan.apply import apply_plan
 from passtplan.changes import Plan, read_saved_plan
 from passtplan.commands.check import run_lab_checks
 from passtplan.commands.common import confirm, load
+from passtplan.desired import lab_id
 from passtplan.engine import (
     ClusterFlags,
     cluster_context,
@@ -18,6 +19,7 @@ from passtplan.engine import (
     store_for,
 )
 from passtplan.errors import PasstplanError
+from passtplan.providers.lock import lab_lock
 from passtplan.providers.ownership import OwnershipStore
 from passtplan.providers.session import Session
 from passtplan.providers.vm_kubevirt import ClusterContext
@@ -31,16 +33,19 @@ def run(
     auto_approve: bool,
     destroy: bool = False,
     flags: ClusterFlags | None = None,
+    lock_timeout: float = 0.0,
 ) -> int:
     saved = read_saved_plan(path)
     if saved is not None:
-        return _run_saved(path, saved, flags)
+        return _run_saved(path, saved, flags, lock_timeout)
     loaded = load(path)
     command = "destroy" if destroy else "apply"
     require_root(command)
-    store = store_for(loaded, sandbox=sandbox)
     cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
-    with Session() as session:
+    key = lab_id(loaded.name, sandbox=sandbox)
+    # The lock first: the record is read, and the plan made, by the one writer.
+    with lab_lock(key, f"passtplan {command}", lock_timeout), Session() as session:
+        store = store_for(loaded, sandbox=sandbox)
         plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
         sys.stdout.write(plan_text(plan))
         if plan.pending:
@@ -51,7 +56,9 @@ def run(
     return 0 if destroy else run_lab_checks(loaded, sandbox=sandbox)
 
 
-def _run_saved(path: Path, saved: dict[str, object], flags: ClusterFlags | None) -> int:
+def _run_saved(
+    path: Path, saved: dict[str, object], flags: ClusterFlags | None, lock_timeout: float
+) -> int:
     lab_path = Path(str(saved["lab"]))
     if not lab_path.is_file():
         raise PasstplanError(f"{path}: the lab it was made from, {lab_path}, is gone")
@@ -60,9 +67,11 @@ def _run_saved(path: Path, saved: dict[str, object], flags: ClusterFlags | None)
     loaded = load(lab_path)
     require_root("apply")
     sandbox, destroy = bool(saved["sandbox"]), bool(saved["destroy"])
-    store = store_for(loaded, sandbox=sandbox)
     cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
-    with Session() as session:
+    command = "destroy" if destroy else "apply"
+    key = lab_id(loaded.name, sandbox=sandbox)
+    with lab_lock(key, f"passtplan {command}", lock_timeout), Session() as session:
+        store = store_for(loaded, sandbox=sandbox)
         plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
         if plan.fingerprint != saved["fingerprint"]:
             raise PasstplanError(
