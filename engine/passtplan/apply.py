@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from passtplan import resources as res
 from passtplan.changes import Action, ApplyReport, Change, Plan
-from passtplan.desired import Desired
+from passtplan.desired import Desired, netns_name
 from passtplan.engine import long_lived_heap, observe_state
 from passtplan.errors import PasstplanError
 from passtplan.providers import kernel
@@ -96,8 +96,7 @@ def _apply_plan(
     if all(o.status is Status.DONE for _, o in results):
         verify_errors = verify_live(plan, session, store, cluster)
         if plan.destroy and not verify_errors:
-            detach_found_namespaces(plan.desired, session)
-            store.forget_all()  # nothing of the lab is left: neither record nor journal
+            forget_destroyed(plan, session, store)
     return ApplyReport(plan, results, verify_errors, time.perf_counter() - started, walked)
 
 
@@ -154,6 +153,18 @@ def verify_live(
 ) -> list[VerifyError]:
     """Re-read the live state and hold it against the lab."""
     return verify(plan.desired, observe_state(plan.desired, session, store, cluster))
+
+
+def forget_destroyed(plan: Plan, session: Session, store: OwnershipStore) -> None:
+    """Nothing of the lab is left: neither the names given to pods' namespaces, nor its record
+    and journal (also when a destroy that was cut short left only those)."""
+    detach_found_namespaces(plan.desired, session)
+    for name in store.owned.namespaces:
+        # a deletion cut short between unmounting and unlinking leaves an empty file
+        path = kernel.netns_path(netns_name(plan.desired.lab, name))
+        if path.exists() and not kernel.is_namespace(path):
+            path.unlink()
+    store.forget_all()
 
 
 def detach_found_namespaces(desired: Desired, session: Session) -> None:

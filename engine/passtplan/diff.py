@@ -76,6 +76,7 @@ def diff(desired: Desired, state: res.State) -> list[Change]:
     """Every resource the lab touches, with its action (no-ops included), in a stable order."""
     work = _Diff(desired, state)
     _vms(work)
+    _forget_renewed_pods(work)
     _namespaces(work)
     _links(work)
     _addresses(work)
@@ -128,6 +129,26 @@ def _vms(work: _Diff) -> None:
         current = work.state.vms.get(name)
         if current is not None:
             _delete(work, current, "no longer in the plan")
+
+
+def _forget_renewed_pods(work: _Diff) -> None:
+    """A VM created or replaced gets a new pod, so what is seen in its pod's namespace now (left
+    by a start cut short, or the old pod's) is not what apply will work in: the namespace is
+    found at apply time, like one that does not exist yet."""
+    renewed = {
+        ns.name
+        for ns in work.desired.namespaces.values()
+        if ns.resolve is not None
+        and ns.resolve[0] == "vm"
+        and work.changes.get(f"vm.{ns.resolve[1]}") is not None
+        and work.changes[f"vm.{ns.resolve[1]}"].action in (Action.CREATE, Action.REPLACE)
+    }
+    if renewed & work.state.namespaces.keys():
+        namespaces = {
+            name: None if name in renewed else found
+            for name, found in work.state.namespaces.items()
+        }
+        work.state = dataclasses.replace(work.state, namespaces=namespaces)
 
 
 def sort_key(change: Change) -> tuple[int, str]:

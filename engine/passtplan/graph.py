@@ -127,6 +127,8 @@ def _edges(
                 continue
             if dep == change.covered_by or other.covered_by == change.address:
                 continue  # one goes with the other: the covering edge alone orders them
+            if isinstance(resource, res.Namespace) and other.action is Action.UPDATE:
+                continue  # a repaired VM keeps its pod's namespace, and waits for its network
             if change.action is Action.DELETE and other.action is Action.DELETE:
                 yield change.address, dep  # dependents go first
             elif change.action in MAKING and other.action in MAKING:
@@ -136,26 +138,28 @@ def _edges(
 
 
 def _vm_contents_first(edges: Edges, changes: list[Change]) -> None:
-    """What the lab removes inside a VM's launcher namespace goes before the VM itself."""
+    """What the lab removes inside a VM's launcher namespace goes before the VM itself; and a VM
+    repaired (passt or its guest restarted) waits for its pod's network to be complete, since
+    passt will not start in a pod without a routable interface (after a kill mid-swap, the
+    pod may have neither eth0 nor a routed macvlan1)."""
     vm_of = {
-        c.resource.name: c.resource.resolve[1]
+        c.resource.name: f"vm.{c.resource.resolve[1]}"
         for c in changes
         if isinstance(c.resource, res.Namespace)
         and c.resource.resolve is not None
         and c.resource.resolve[0] == "vm"
     }
-    deleted_vms = {
-        c.address for c in changes if c.address.startswith("vm.") and c.action is Action.DELETE
-    }
-    if not deleted_vms:
+    actions = {c.address: c.action for c in changes if c.address.startswith("vm.")}
+    if not any(a in (Action.DELETE, Action.UPDATE) for a in actions.values()):
         return
     for change in changes:
-        resource = change.resource
-        namespace = getattr(resource, "namespace", None)
-        if change.action is Action.DELETE and namespace in vm_of:
-            vm = f"vm.{vm_of[namespace]}"
-            if vm in deleted_vms:
-                edges[change.address].add(vm)
+        vm = vm_of.get(getattr(change.resource, "namespace", None) or "")
+        if vm is None or change.action is Action.NOOP:
+            continue
+        if actions.get(vm) is Action.UPDATE or (
+            actions.get(vm) is Action.DELETE and change.action is Action.DELETE
+        ):
+            edges[change.address].add(vm)
 
 
 def _absent_first(edges: Edges, changes: list[Change]) -> None:

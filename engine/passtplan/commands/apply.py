@@ -6,7 +6,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from passtplan.apply import apply_plan
+from passtplan.apply import apply_plan, forget_destroyed
 from passtplan.changes import Plan, read_saved_plan
 from passtplan.commands.check import run_lab_checks
 from passtplan.commands.common import confirm, load
@@ -53,6 +53,8 @@ def run(
             confirm(f"\nDo you really want to {verb}?", auto_approve=auto_approve)
             if _execute(plan, session, store, cluster):
                 return 1
+        elif destroy:
+            forget_destroyed(plan, session, store)
     return 0 if destroy else run_lab_checks(loaded, sandbox=sandbox)
 
 

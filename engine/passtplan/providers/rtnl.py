@@ -507,3 +507,10 @@ def link_set_requests(index: int, settings: LinkSettings, up: bool | None) -> li
         body = IFINFO.pack(0, 0, index, IFF_UP if up else 0, IFF_UP)
         requests.append(message(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, body, 0))
     return requests
+
+
+RTM_DELLINK = 17
+
+
+def link_delete_request(index: int) -> bytes:
+    return message(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, IFINFO.pack(0, 0, index, 0, 0), 0)

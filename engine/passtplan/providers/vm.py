@@ -20,12 +20,16 @@ def apply(ctx: ApplyContext, change: Change) -> str:
     if isinstance(change.resource, res.ClusterVm):
         return _cluster_vm(ctx, change)
     driver = LocalVmDriver(ctx.store)
+    resource = change.resource
+    assert isinstance(resource, res.Vm)
+    if change.action is not Action.UPDATE:  # a repair keeps the pod's namespace
+        for handle in ctx.session.handles():
+            if handle.namespace.netns == resource.launcher:
+                # The pod's namespace is made anew (or goes): an open fd would keep the old one.
+                ctx.session.forget(handle.namespace.name)
     if change.action in (Action.DELETE, Action.REPLACE):
         before = change.before
         assert isinstance(before, res.Vm)
-        for handle in ctx.session.handles():
-            if handle.namespace.netns == before.launcher:
-                ctx.session.forget(handle.namespace.name)  # an open fd keeps it alive
         note = driver.delete(before)
         if change.action is Action.DELETE:
             return note

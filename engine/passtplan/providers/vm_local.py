@@ -25,7 +25,7 @@ from pathlib import Path
 
 from passtplan import resources as res
 from passtplan.errors import PasstplanError
-from passtplan.providers import kernel
+from passtplan.providers import kernel, rtnl
 from passtplan.providers.ownership import OwnershipStore
 
 NOBODY = 65534  # passt drops to nobody when started as root; its socket directory must be its
@@ -118,10 +118,19 @@ class LocalVmDriver:
         sockets = directory / "passt"
         sockets.mkdir(mode=0o700, exist_ok=True)
         os.chown(sockets, NOBODY, NOBODY)
-        self.store.claim("vms", vm.name)
+        ours = vm.name in self.store.owned.vms
         for netns in (vm.launcher, vm.guest):
-            if not kernel.exists(netns):
-                kernel.create(netns)
+            if kernel.exists(netns) and not ours:
+                raise VmError(
+                    f"netns {netns} already exists and this lab did not make it: remove it "
+                    f"(ip netns delete {netns}) or rename the lab"
+                )
+        self.store.claim("vms", vm.name)  # before anything of it exists: a kill leaves it known
+        if ours:
+            self._clear(vm)  # what a start cut short left: processes, namespaces, empty files
+            _remove_host_end(vm, node_netns)
+        for netns in (vm.launcher, vm.guest):
+            kernel.create(netns)
         self._pod_network(vm, node_netns)
         record: dict[str, object] = {"vm": dataclasses.asdict(vm)}
         self._write(vm, record)
@@ -263,12 +272,17 @@ class LocalVmDriver:
         """Restart what died; passt first, so a surviving guest reconnects to it."""
         record = json.loads((vm_dir(self.store, vm.name) / "state.json").read_text())
         done = []
+        # Whatever still runs there unrecorded (a start cut short) goes first; the guest before
+        # passt, which exits when its one client leaves.
+        if current.guest_state != "running":
+            _stop(Process.load(record, "guest"))
+            _stop_all_in(kernel.netns_path(vm.guest))
         if current.passt != "running":
+            _stop_all_in(kernel.netns_path(vm.launcher))
             record["passt"] = self._start_passt(vm)
             self._write(vm, record)
             done.append("restarted passt")
         if current.guest_state != "running":
-            _stop(Process.load(record, "guest"))
             record["guest"] = self._start_guest(vm)
             self._write(vm, record)
             done.append("restarted the guest")
@@ -277,23 +291,62 @@ class LocalVmDriver:
     # --- delete ---------------------------------------------------------------------------
 
     def delete(self, vm: res.Vm) -> str:
-        directory = vm_dir(self.store, vm.name)
+        self._clear(vm)
+        shutil.rmtree(vm_dir(self.store, vm.name), ignore_errors=True)
+        self.store.release("vms", vm.name)
+        return "stopped passt and the guest, removed the pod's and the guest's namespaces"
+
+    def _clear(self, vm: res.Vm) -> None:
+        """Stop the VM's processes and remove its namespaces, whatever state they are in."""
         try:
-            record = json.loads((directory / "state.json").read_text())
+            record = json.loads((vm_dir(self.store, vm.name) / "state.json").read_text())
         except (OSError, ValueError):
             record = {}
         _stop(Process.load(record, "guest"))
         _stop(Process.load(record, "passt"))
         for netns in (vm.guest, vm.launcher):
+            _stop_all_in(kernel.netns_path(netns))  # started, but not yet recorded
             kernel.remove(netns)
-        shutil.rmtree(directory, ignore_errors=True)
-        self.store.release("vms", vm.name)
-        return "stopped passt and the guest, removed the pod's and the guest's namespaces"
 
 
 def _running(record: dict[str, object], key: str) -> bool:
     process = Process.load(record, key)
     return process is not None and process.running()
+
+
+def _living_in(path: Path) -> list[int]:
+    """The processes whose network namespace is the one at `path`."""
+    if not kernel.is_namespace(path):
+        return []
+    inode = path.stat().st_ino
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if (entry / "ns" / "net").stat().st_ino == inode:
+                    found.append(int(entry.name))
+    return found
+
+
+def _stop_all_in(path: Path) -> None:
+    for pid in _living_in(path):
+        with contextlib.suppress(OSError):
+            _stop(Process.of(pid))
+
+
+def _remove_host_end(vm: res.Vm, node_netns: str | None) -> None:
+    """The CNI's host end left in the node by a start cut short (it outlives the pod's
+    namespace while anything still holds that)."""
+    if node_netns is None:
+        return
+    fd = kernel.open_netns(kernel.netns_path(node_netns))
+    try:
+        with kernel.netlink_socket(fd) as sock:
+            index = rtnl.link_index(sock, f"{CALICO_HOST_PREFIX}{vm.name}"[:15])
+            if index is not None:
+                rtnl.transact(sock, [rtnl.link_delete_request(index)])
+    finally:
+        os.close(fd)
 
 
 def _stop(process: Process | None) -> None:
