@@ -115,6 +115,7 @@ def fingerprint(state: res.State) -> str:
     for group in (owned.namespaces, owned.addresses, owned.routes):
         digest.update("\n".join(sorted(group)).encode() + b"\0")
     digest.update(json.dumps(owned.sysctls, sort_keys=True).encode())
+    digest.update(json.dumps(owned.foreign, sort_keys=True).encode())
     return digest.hexdigest()
 
 

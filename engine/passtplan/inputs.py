@@ -74,7 +74,9 @@ def _stat(path: Path, what: str) -> os.stat_result:
         ) from None
     except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, an embedded NUL
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise InputError(f"{path}: cannot be read ({reason}); check the path of the {what}") from None
+        raise InputError(
+            f"{path}: cannot be read ({reason}); check the path of the {what}"
+        ) from None
 
 
 def regular_file(path: Path, *, what: str, limit: int) -> os.stat_result:
@@ -221,8 +223,7 @@ def netns_name(name: str) -> str:
         )
     if not name.isprintable():
         raise InputError(
-            f"--netns {name!r}: holds unprintable characters; give a name that ip netns list "
-            "shows"
+            f"--netns {name!r}: holds unprintable characters; give a name that ip netns list shows"
         )
     return name
 
@@ -308,9 +309,10 @@ def state_json(path: Path) -> object | None:
     if raw is None:
         return None
     try:
-        return json.loads(raw.decode("utf-8"))
+        found: object = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise state_error(path, "is not valid JSON (cut short or overwritten)") from None
+    return found
 
 
 def state_lines(path: Path, *, torn_tail: bool = True) -> list[object]:

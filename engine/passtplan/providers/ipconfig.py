@@ -107,6 +107,7 @@ def _batch_on(ctx: ApplyContext, handle: Handle, changes: list[Change]) -> list[
             results[position] = (f"removed with {change.covered_by}", None)
             continue
         try:
+            _remember_foreign(ctx, change)
             request = _request(ctx, handle, change)
         except ApplyError as exc:
             results[position] = (None, str(exc))
@@ -120,6 +121,28 @@ def _batch_on(ctx: ApplyContext, handle: Handle, changes: list[Change]) -> list[
     for position, code in zip(sent, rtnl.transact(handle.sock, requests), strict=True):
         results[position] = _settle(ctx, changes[position], code)
     return [(change, *results[i]) for i, change in enumerate(changes)]
+
+
+def _remember_foreign(ctx: ApplyContext, change: Change) -> None:
+    """A route the lab did not make, about to be replaced or removed by the lab: its value
+    from before goes into the lab's record first, to be given back when the lab lets it go."""
+    route = change.before
+    if not isinstance(route, res.Route) or change.action not in (Action.UPDATE, Action.DELETE):
+        return
+    if change.address in ctx.store.owned.routes or _restoring(ctx, change):
+        return
+    if change.address in ctx.desired.routes or change.address in ctx.desired.absent_routes:
+        ctx.store.remember_foreign(change.address, route)
+
+
+def _restoring(ctx: ApplyContext, change: Change) -> bool:
+    """A foreign route given back as it was: not the lab's, and no longer to remember."""
+    return (
+        change.address.startswith("route.")
+        and change.address in ctx.store.owned.foreign
+        and change.address not in ctx.desired.routes
+        and change.address not in ctx.desired.absent_routes
+    )
 
 
 def _request(ctx: ApplyContext, handle: Handle, change: Change) -> bytes | None:
@@ -165,6 +188,9 @@ def _settle(ctx: ApplyContext, change: Change, code: int) -> tuple[str | None, s
         return "already present", None
     if code:
         return None, f"{change.address}: {os.strerror(code)} (netlink error {code})"
+    if _restoring(ctx, change):
+        ctx.store.forget_foreign(change.address)
+        return "restored", None
     if change.action is Action.CREATE:
         ctx.store.claim(kind, change.address)
     return ("replaced" if change.action is Action.UPDATE else "added"), None
