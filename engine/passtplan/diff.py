@@ -462,6 +462,13 @@ def _route_change(work: _Diff, route: res.Route) -> Change:
     dev = work.desired.route_dev(route)
     deferred = _deferred(work, route.namespace)
     if dev is not None and (route.namespace, dev) in work.recreated:
+        foreign = current is not None and current.address not in work.state.owned.routes
+        if current is not None and foreign and current.dev != dev:
+            # the route leaves through another link today: the lab replaces a route it did
+            # not make, which is given back when the lab lets it go
+            differs = _route_differs(route, current) or ("dev",)
+            reason = f"{_link_reason(work, (route.namespace, dev))}; {_describe(differs, route, current)}"
+            return Change(route.address, Action.UPDATE, current, route, reason, differs)
         return Change(
             route.address,
             Action.CREATE,
