@@ -467,7 +467,8 @@ def _route_change(work: _Diff, route: res.Route) -> Change:
             # the route leaves through another link today: the lab replaces a route it did
             # not make, which is given back when the lab lets it go
             differs = _route_differs(route, current) or ("dev",)
-            reason = f"{_link_reason(work, (route.namespace, dev))}; {_describe(differs, route, current)}"
+            made = _link_reason(work, (route.namespace, dev))
+            reason = f"{made}; {_describe(differs, route, current)}"
             return Change(route.address, Action.UPDATE, current, route, reason, differs)
         return Change(
             route.address,
