@@ -159,6 +159,10 @@ def out_path(path: Path, *, lab: Path | None = None) -> Path:
         found = os.stat(path)
     except FileNotFoundError:
         found = None
+    except NotADirectoryError:
+        raise InputError(
+            f"{path}: {parent} is not a folder; give --out a path in an existing folder"
+        ) from None
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise InputError(

@@ -141,7 +141,8 @@ def _compose(text: str, name: str) -> Node | None:
     try:
         return _load(text, FastLoader)
     except YAMLError as fast_error:
-        if FastLoader is not SlowLoader:
+        nested = "nesting depth" in str(getattr(fast_error, "problem", ""))
+        if FastLoader is not SlowLoader and not nested:  # (too deep is slow to parse again)
             try:
                 _load(text, SlowLoader)
             except YAMLError as exc:
