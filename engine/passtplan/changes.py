@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from passtplan import inputs
 from passtplan import resources as res
 from passtplan.errors import BugError
 from passtplan.walk import Outcome, Status
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from passtplan.lang.loader import LoadedLab
     from passtplan.verify import VerifyError
 
-SAVED_PLAN_KIND = "passtplan-saved-plan"
+SAVED_PLAN_KIND = inputs.SAVED_PLAN_KIND
 FORMAT_VERSION = "1.0"
 
 
@@ -114,6 +115,7 @@ def fingerprint(state: res.State) -> str:
     for group in (owned.namespaces, owned.addresses, owned.routes):
         digest.update("\n".join(sorted(group)).encode() + b"\0")
     digest.update(json.dumps(owned.sysctls, sort_keys=True).encode())
+    digest.update(json.dumps(owned.foreign, sort_keys=True).encode())
     return digest.hexdigest()
 
 
@@ -178,11 +180,10 @@ def saved_plan(plan: Plan) -> str:
 
 
 def read_saved_plan(path: Path) -> dict[str, object] | None:
-    """The saved plan in `path`, or None when the file is a lab rather than a saved plan."""
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
+    """The saved plan in `path` (checked field by field), or None when the file is a lab rather
+    than a saved plan; a folder means its lab.yaml."""
+    path = inputs.lab_path(path, limit=inputs.MAX_SAVED_PLAN_BYTES)
+    if not inputs.looks_like_saved_plan(inputs.head(path)):
         return None
-    if isinstance(data, dict) and data.get("kind") == SAVED_PLAN_KIND:
-        return data
-    return None
+    raw = inputs.read_file(path, what="saved plan", limit=inputs.MAX_SAVED_PLAN_BYTES)
+    return inputs.saved_plan(path, raw)

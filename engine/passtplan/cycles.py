@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from passtplan import inputs
 from passtplan.depends import dependencies
 from passtplan.desired import desired_state
 from passtplan.errors import BugError, SpecError, SpecIssue
@@ -21,8 +22,9 @@ from passtplan.lang.yamlsource import DataPath
 
 def load_lab(path: Path) -> LoadedLab:
     """Read and judge a lab file as every command does: the language's rules, then dependency
-    cycles. Raise SpecError carrying every error found."""
-    loaded = loader.load_lab(path)
+    cycles. Raise SpecError carrying every error found, or InputError when `path` is no lab
+    file (a folder means its lab.yaml)."""
+    loaded = loader.load_lab(inputs.lab_path(path))
     issues = cycle_issues(loaded)
     if issues:
         raise SpecError([*issues, *loaded.warnings])

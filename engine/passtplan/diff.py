@@ -462,6 +462,37 @@ def _routes(work: _Diff) -> None:
                     _delete(work, current, "its link is deleted", covered_by=link)
                 else:
                     _delete(work, current, OWNED_REASON)
+    _restored_routes(work)
+
+
+def _restored_routes(work: _Diff) -> None:
+    """Routes the lab did not make but changed or removed, no longer declared: given back as
+    they were before the lab (recorded in the lab's record when it changed them)."""
+    desired = work.desired
+    for address, value in sorted(work.state.owned.foreign.items()):
+        if not address.startswith("route.") or address in desired.routes:
+            continue
+        if address in desired.absent_routes:
+            continue
+        previous = res.route_from_record(address, value)
+        observed_ns = work.observed(previous.namespace)
+        if observed_ns is None or previous.namespace in work.dropped_namespaces:
+            continue
+        current = _observed_route(work, previous)
+        reason = f"no longer in the plan: restored to {route_text(previous)}"
+        if current is None:
+            work.add(Change(address, Action.CREATE, None, previous, reason))
+        else:
+            changed = _route_differs(previous, current) or ("via",)
+            work.add(Change(address, Action.UPDATE, current, previous, reason, changed))
+
+
+def route_text(route: res.Route) -> str:
+    """A route as `ip route` writes it, less its destination: `via 10.0.0.1 dev eth0`."""
+    parts = [f"via {route.via}"] if route.via else []
+    parts += [f"dev {route.dev}"] if route.dev else []
+    parts += ["onlink"] if route.onlink else []
+    return " ".join(parts) or "as it was"
 
 
 def _observed_route(work: _Diff, route: res.Route) -> res.Route | None:
@@ -473,6 +504,16 @@ def _route_change(work: _Diff, route: res.Route) -> Change:
     dev = work.desired.route_dev(route)
     deferred = _deferred(work, route.namespace)
     if dev is not None and (route.namespace, dev) in work.recreated:
+        foreign = current is not None and current.address not in work.state.owned.routes
+        # A route through a link the plan removes goes with that link: nothing to give back.
+        going = current is not None and (route.namespace, current.dev) in work.removed
+        if current is not None and foreign and current.dev != dev and not going:
+            # the route leaves through another link today: the lab replaces a route it did
+            # not make, which is given back when the lab lets it go
+            differs = _route_differs(route, current) or ("dev",)
+            made = _link_reason(work, (route.namespace, dev))
+            reason = f"{made}; {_describe(differs, route, current)}"
+            return Change(route.address, Action.UPDATE, current, route, reason, differs)
         return Change(
             route.address,
             Action.CREATE,
@@ -572,7 +613,7 @@ def _sysctls(work: _Diff) -> None:
                 Action.UPDATE,
                 before,
                 after,
-                f"no longer in the plan: restore {original}",
+                f"no longer in the plan: restored to {original}",
                 ("value",),
             )
         )

@@ -19,6 +19,7 @@ from passtplan.diff import diff
 from passtplan.errors import PasstplanError
 from passtplan.kubevirt import Install, passt_form_error
 from passtplan.lang.loader import LoadedLab
+from passtplan.preflight import check_names
 from passtplan.providers.observe import observe
 from passtplan.providers.ownership import OwnershipStore
 from passtplan.providers.resolve import NodePaths
@@ -137,6 +138,7 @@ def _make_plan(
     desired = desired_state(
         loaded.lab, sandbox=sandbox, manifests=loaded.manifests, open_files=open_files_limit()
     )
+    check_names(desired, store.path.parent.parent, loaded.path)  # before anything is read
     if destroy:
         desired = destroy_target(desired)
     elif cluster is not None:

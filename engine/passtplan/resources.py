@@ -7,10 +7,13 @@ In an observed resource every attribute is what the kernel reports.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Literal
+
+from passtplan.errors import PasstplanError
 
 OWNER_PREFIX = "passtplan:"  # link alias (IFLA_IFALIAS) marking the lab that made a link
 DRIVER_PREFIX = "passtplan-vm:"  # the alias of the sandbox VM driver's own links
@@ -238,6 +241,24 @@ def parse_sysctl_address(address: str) -> tuple[str, str]:
     return namespace, rest.removesuffix("]")
 
 
+def route_from_record(address: str, value: str) -> Route:
+    """A route as the lab's record keeps it (its attributes, in JSON)."""
+    try:
+        data = json.loads(value)
+        route = Route(**data)
+    except (ValueError, TypeError):
+        raise PasstplanError(
+            f"{address}: the lab's record of this route before the lab is malformed; remove "
+            "the lab's owned.json, then restore the route by hand"
+        ) from None
+    if route.address != address:
+        raise PasstplanError(
+            f"{address}: the lab's record holds another route ({route.address}); remove the "
+            "lab's owned.json, then restore the route by hand"
+        )
+    return route
+
+
 def attributes(resource: Resource | None) -> dict[str, object] | None:
     """The attributes a plan shows and compares: observed-only bookkeeping left out."""
     if resource is None:
@@ -280,3 +301,6 @@ class Ownership:
     sysctls: dict[str, str] = field(default_factory=dict)  # sysctl address -> value before
     vms: set[str] = field(default_factory=set)  # VM names the sandbox runs for the lab
     links: set[str] = field(default_factory=set)  # links being made: marked once configured
+    # address -> JSON of what a thing the lab did not make was before the lab changed or
+    # removed it (a route); given back when the lab no longer declares it
+    foreign: dict[str, str] = field(default_factory=dict)

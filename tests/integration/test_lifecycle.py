@@ -246,7 +246,7 @@ def test_sysctl_is_restored_when_the_lab_lets_it_go(
     plan = json.loads(lab.plan("--json").stdout)
     [restore] = [c for c in plan["changes"] if c["actions"] != ["no-op"]]
     assert restore["address"] == "sysctl.s[net.ipv4.ip_forward]"
-    assert restore["reason"] == "no longer in the plan: restore 0"
+    assert restore["reason"] == "no longer in the plan: restored to 0"
     lab.apply()
     assert subprocess.run(forward, capture_output=True, text=True, check=True).stdout == "0\n"
     lab.converged()

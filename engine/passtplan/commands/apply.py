@@ -6,6 +6,7 @@ import hashlib
 import sys
 from pathlib import Path
 
+from passtplan import inputs
 from passtplan.apply import apply_plan, forget_destroyed
 from passtplan.changes import Plan, read_saved_plan
 from passtplan.commands.check import run_lab_checks
@@ -37,6 +38,11 @@ def run(
 ) -> int:
     saved = read_saved_plan(path)
     if saved is not None:
+        if destroy and not saved["destroy"]:
+            raise PasstplanError(
+                f"{path}: is a saved plan to apply, not to destroy; give destroy the lab file, "
+                "or run passtplan apply on this plan"
+            )
         return _run_saved(path, saved, flags, lock_timeout)
     loaded = load(path)
     command = "destroy" if destroy else "apply"
@@ -62,9 +68,13 @@ def _run_saved(
     path: Path, saved: dict[str, object], flags: ClusterFlags | None, lock_timeout: float
 ) -> int:
     lab_path = Path(str(saved["lab"]))
-    if not lab_path.is_file():
-        raise PasstplanError(f"{path}: the lab it was made from, {lab_path}, is gone")
-    if hashlib.sha256(lab_path.read_bytes()).hexdigest() != saved["lab_sha256"]:
+    try:
+        raw = inputs.read_file(lab_path, what="lab file", limit=inputs.MAX_LAB_BYTES)
+    except inputs.InputError as exc:
+        raise PasstplanError(
+            f"{path}: the lab it was made from cannot be read ({exc}); plan again"
+        ) from None
+    if hashlib.sha256(raw).hexdigest() != saved["lab_sha256"]:
         raise PasstplanError(f"{path}: {lab_path} changed since the plan was saved; plan again")
     loaded = load(lab_path)
     require_root("apply")

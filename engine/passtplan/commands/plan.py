@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from passtplan import inputs
 from passtplan.changes import saved_plan
 from passtplan.commands.common import load
 from passtplan.engine import ClusterFlags, cluster_context, make_plan, require_root, store_for
@@ -24,7 +25,11 @@ def run(
     destroy: bool = False,
     flags: ClusterFlags | None = None,
 ) -> int:
+    if out is not None:
+        inputs.out_path(out)
     loaded = load(path)
+    if out is not None:
+        inputs.out_path(out, lab=loaded.path)
     require_root("plan")
     cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
     store = store_for(loaded, sandbox=sandbox)
@@ -32,7 +37,7 @@ def run(
         plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
     sys.stdout.write(plan_json(plan) if as_json else plan_text(plan))
     if out is not None:
-        out.write_text(saved_plan(plan))
+        inputs.write_out(out, saved_plan(plan))
         if not as_json:
             print(f"\nSaved the plan to {out}; apply exactly it with: passtplan apply {out}")
     return CHANGES_EXIT if detailed_exitcode and plan.pending else 0

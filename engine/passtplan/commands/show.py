@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from passtplan import inputs
 from passtplan import resources as res
 from passtplan.commands.common import load
 from passtplan.desired import Desired, desired_state
@@ -41,6 +42,9 @@ KIND_FIELDS = {
 
 
 def run(netns: list[str], *, as_json: bool, lab: Path | None = None, sandbox: bool = False) -> int:
+    for name in netns:
+        if name != HOST:
+            inputs.netns_name(name)
     if lab is not None:
         loaded = load(lab)
         require_root("show")

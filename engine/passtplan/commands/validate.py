@@ -7,6 +7,7 @@ from pathlib import Path
 
 from passtplan.cycles import load_lab
 from passtplan.errors import SpecError
+from passtplan.inputs import InputError
 from passtplan.lang.loader import LoadedLab
 
 
@@ -19,6 +20,10 @@ def run(paths: list[Path]) -> int:
             failed = True
             for issue in exc.issues:
                 print(issue, file=sys.stderr)
+            continue
+        except InputError as exc:
+            failed = True
+            print(exc, file=sys.stderr)
             continue
         for warning in loaded.warnings:
             print(warning, file=sys.stderr)

@@ -15,7 +15,9 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from passtplan import inputs
 from passtplan.errors import Severity, SpecError, SpecIssue
+from passtplan.inputs import InputError
 from passtplan.lang.manifest import VmManifest, read_manifest
 from passtplan.lang.models import API_VERSION, Lab
 from passtplan.lang.semantics import check_lab
@@ -87,7 +89,7 @@ def _load_manifest(
 ) -> tuple[VmManifest | None, list[SpecIssue]]:
     file = lab_path.parent / manifest
     where: DataPath = ("vms", vm, "manifest")
-    if not file.is_file():
+    if not file.exists() and not file.is_symlink():
         return None, [
             doc.issue(
                 where,
@@ -96,9 +98,11 @@ def _load_manifest(
             )
         ]
     try:
-        manifest_doc = read_yaml(file)
+        manifest_doc = read_yaml(file, what="VM manifest", limit=inputs.MAX_MANIFEST_BYTES)
     except SpecError as exc:
         return None, exc.issues
+    except InputError as exc:
+        return None, [doc.issue(where, str(exc))]
     return read_manifest(manifest_doc, vm, namespace)
 
 

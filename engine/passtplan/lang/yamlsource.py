@@ -23,6 +23,7 @@ from yaml.nodes import (  # type: ignore[import-untyped, unused-ignore]
 )
 from yaml.reader import ReaderError  # type: ignore[import-untyped, unused-ignore]
 
+from passtplan import inputs
 from passtplan.errors import SpecError, SpecIssue
 from passtplan.lang.yaml12 import FastLoader, SlowLoader, construct_scalar
 
@@ -103,16 +104,17 @@ def cycle_collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def read_yaml(path: Path, display_name: str | None = None) -> YamlDocument:
-    """Parse one file; raise SpecError with every problem found (all duplicate keys, say)."""
-    name = display_name or str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SpecError(
-            [SpecIssue(name, 1, 1, "", f"cannot read the file: {exc.strerror}")]
-        ) from None
-    return parse_yaml(raw, name)
+def read_yaml(
+    path: Path,
+    display_name: str | None = None,
+    *,
+    what: str = "lab file",
+    limit: int = inputs.MAX_LAB_BYTES,
+) -> YamlDocument:
+    """Parse one file; raise SpecError with every problem found (all duplicate keys, say), or
+    InputError when the path is no regular, readable file of at most `limit` bytes."""
+    raw = inputs.read_file(path, what=what, limit=limit)
+    return parse_yaml(raw, display_name or str(path))
 
 
 def parse_yaml(raw: bytes, name: str) -> YamlDocument:
@@ -139,7 +141,8 @@ def _compose(text: str, name: str) -> Node | None:
     try:
         return _load(text, FastLoader)
     except YAMLError as fast_error:
-        if FastLoader is not SlowLoader:
+        nested = "nesting depth" in str(getattr(fast_error, "problem", ""))
+        if FastLoader is not SlowLoader and not nested:  # (too deep is slow to parse again)
             try:
                 _load(text, SlowLoader)
             except YAMLError as exc:

@@ -110,6 +110,7 @@ def _batch_on(ctx: ApplyContext, handle: Handle, changes: list[Change]) -> list[
             results[position] = (f"removed with {change.covered_by}", None)
             continue
         try:
+            _remember_foreign(ctx, change)
             request = _request(ctx, handle, change)
         except ApplyError as exc:
             results[position] = (None, str(exc))
@@ -123,6 +124,9 @@ def _batch_on(ctx: ApplyContext, handle: Handle, changes: list[Change]) -> list[
     _claim_first(ctx, [changes[position] for position in sent])
     for position, code in zip(sent, rtnl.transact(handle.sock, requests), strict=True):
         results[position] = _settle(changes[position], code)
+        if results[position][1] is None and _restoring(ctx, changes[position]):
+            ctx.store.forget_foreign(changes[position].address)
+            results[position] = ("restored", None)
     _release_after(ctx, [c for i, c in enumerate(changes) if results[i][1] is None])
     return [(change, *results[i]) for i, change in enumerate(changes)]
 
@@ -131,7 +135,11 @@ def _claim_first(ctx: ApplyContext, changes: list[Change]) -> None:
     """What the batch creates is the lab's from before it exists: a kill mid-batch leaves a
     record of it, never an address or route nobody knows to remove."""
     for kind in ("addresses", "routes"):
-        made = [c.address for c in changes if c.action is Action.CREATE and _record_kind(c) == kind]
+        made = [
+            c.address
+            for c in changes
+            if c.action is Action.CREATE and _record_kind(c) == kind and not _restoring(ctx, c)
+        ]
         ctx.store.claim_many(kind, made)
 
 
@@ -139,6 +147,28 @@ def _release_after(ctx: ApplyContext, changes: list[Change]) -> None:
     for kind in ("addresses", "routes"):
         gone = [c.address for c in changes if c.action is Action.DELETE and _record_kind(c) == kind]
         ctx.store.release_many(kind, gone)
+
+
+def _remember_foreign(ctx: ApplyContext, change: Change) -> None:
+    """A route the lab did not make, about to be replaced or removed by the lab: its value
+    from before goes into the lab's record first, to be given back when the lab lets it go."""
+    route = change.before
+    if not isinstance(route, res.Route) or change.action not in (Action.UPDATE, Action.DELETE):
+        return
+    if change.address in ctx.store.owned.routes or _restoring(ctx, change):
+        return
+    if change.address in ctx.desired.routes or change.address in ctx.desired.absent_routes:
+        ctx.store.remember_foreign(change.address, route)
+
+
+def _restoring(ctx: ApplyContext, change: Change) -> bool:
+    """A foreign route given back as it was: not the lab's, and no longer to remember."""
+    return (
+        change.address.startswith("route.")
+        and change.address in ctx.store.owned.foreign
+        and change.address not in ctx.desired.routes
+        and change.address not in ctx.desired.absent_routes
+    )
 
 
 def _request(ctx: ApplyContext, handle: Handle, change: Change) -> bytes | None:

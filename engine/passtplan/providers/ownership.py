@@ -13,8 +13,9 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
+from passtplan import inputs
 from passtplan import resources as res
 
 RUN_DIR = Path(os.environ.get("PASSTPLAN_RUN_DIR", "/run/passtplan"))
@@ -39,34 +40,34 @@ class OwnershipStore:
         self.owned = self._load()
 
     def _load(self) -> res.Ownership:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
+        """The record, its log replayed; a corrupt file is a one-line error naming the fix
+        (raised before anything is read or changed), never a crash half-way."""
+        data = inputs.state_json(self.path)
+        if data is None:
             data = {}
+        if not isinstance(data, dict):
+            raise inputs.state_error(self.path, "is not a JSON object")
         owned = res.Ownership(
-            namespaces=set(data.get("namespaces", [])),
-            addresses=set(data.get("addresses", [])),
-            routes=set(data.get("routes", [])),
-            sysctls=dict(data.get("sysctls", {})),
-            vms=set(data.get("vms", [])),
-            links=set(data.get("links", [])),
+            namespaces=_strings(self.path, data, "namespaces"),
+            addresses=_strings(self.path, data, "addresses"),
+            routes=_strings(self.path, data, "routes"),
+            sysctls=_values(self.path, data, "sysctls"),
+            vms=_strings(self.path, data, "vms"),
+            foreign=_values(self.path, data, "foreign"),
+            links=_strings(self.path, data, "links"),
         )
         for event in self._logged():
             self._replay(owned, event)
         self._drop_released(owned)
+        _check_journal(self.path.parent / JOURNAL)
         return owned
 
     def _logged(self) -> list[dict[str, Any]]:
-        try:
-            lines = self.log.read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        events = []
-        for line in lines:
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                break  # the last line of a write cut short by a kill
+        events: list[dict[str, Any]] = []
+        for number, event in enumerate(inputs.state_lines(self.log), 1):
+            if not _is_event(event):
+                raise inputs.state_error(self.log, f"line {number} is not a record event")
+            events.append(event)
         return events
 
     def _replay(self, owned: res.Ownership, event: dict[str, Any]) -> None:
@@ -80,10 +81,10 @@ class OwnershipStore:
                 getattr(owned, kind).add(address)
             case "release":
                 getattr(owned, kind).discard(address)
-            case "remember":
-                owned.sysctls.setdefault(address, event["value"])
+            case "remember":  # an earlier value: a sysctl's, or a foreign route's (JSON)
+                getattr(owned, kind).setdefault(address, event["value"])
             case "forget":
-                owned.sysctls.pop(address, None)
+                getattr(owned, kind).pop(address, None)
             case "release-namespace":
                 owned.namespaces.discard(address)
                 self._released.add(address)
@@ -114,6 +115,7 @@ class OwnershipStore:
         owned.addresses = {a for a in owned.addresses if not inside(a)}
         owned.routes = {a for a in owned.routes if not inside(a)}
         owned.sysctls = {a: v for a, v in owned.sysctls.items() if not inside(a)}
+        owned.foreign = {a: v for a, v in owned.foreign.items() if not inside(a)}
         self._released = set()
 
     def _save(self) -> None:
@@ -126,6 +128,7 @@ class OwnershipStore:
             or owned.sysctls
             or owned.vms
             or owned.links
+            or owned.foreign
         ):
             self.path.unlink(missing_ok=True)
             self.log.unlink(missing_ok=True)
@@ -140,6 +143,7 @@ class OwnershipStore:
             "sysctls": dict(sorted(owned.sysctls.items())),
             "vms": sorted(owned.vms),
             "links": sorted(owned.links),
+            "foreign": dict(sorted(owned.foreign.items())),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
@@ -193,7 +197,62 @@ class OwnershipStore:
         with self._lock:
             self._append("forget", "sysctls", address)
 
+    def remember_foreign(self, address: str, before: res.Resource) -> None:
+        """What something the lab did not make was before the lab changed or removed it (a
+        route), to give back exactly when the lab lets it go. Logged before the change."""
+        with self._lock:
+            if address not in self.owned.foreign:
+                value = json.dumps(res.attributes(before), sort_keys=True)
+                self._append("remember", "foreign", address, value)
+
+    def forget_foreign(self, address: str) -> None:
+        with self._lock:
+            self._append("forget", "foreign", address)
+
     def release_namespace(self, name: str) -> None:
         """Everything recorded inside a deleted namespace went with it."""
         with self._lock:
             self._append("release-namespace", "namespaces", name)
+
+
+JOURNAL = "journal.jsonl"
+SETS = ("namespaces", "addresses", "routes", "vms", "links")
+VALUES = ("sysctls", "foreign")
+OPS = {"claim": SETS, "release": SETS, "remember": VALUES, "forget": VALUES}
+
+
+def _strings(path: Path, data: dict[str, object], key: str) -> set[str]:
+    found = data.get(key, [])
+    if not isinstance(found, list) or not all(isinstance(v, str) for v in found):
+        raise inputs.state_error(path, f"{key!r} is not a list of names")
+    return set(found)
+
+
+def _values(path: Path, data: dict[str, object], key: str) -> dict[str, str]:
+    found = data.get(key, {})
+    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        raise inputs.state_error(path, f"{key!r} is not a mapping of names to values")
+    return dict(found)
+
+
+def _is_event(event: object) -> TypeGuard[dict[str, Any]]:
+    if not isinstance(event, dict):
+        return False
+    if event.get("op") in ("claim-many", "release-many"):
+        names = event.get("addresses")
+        many = isinstance(names, list) and all(isinstance(n, str) for n in names)
+        return many and event.get("kind") in SETS
+    fields = ("op", "kind", "address", "value")
+    if not all(isinstance(event.get(f, ""), str) for f in fields) or "address" not in event:
+        return False
+    op, kind = event.get("op"), event.get("kind")
+    if op == "release-namespace":
+        return True
+    return kind in OPS.get(str(op), ()) and (op != "remember" or "value" in event)
+
+
+def _check_journal(path: Path) -> None:
+    """The journal is appended to after every apply: a corrupt one is found now, not then."""
+    for number, entry in enumerate(inputs.state_lines(path), 1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("entries"), list):
+            raise inputs.state_error(path, f"line {number} is not a journal entry")

@@ -1,0 +1,70 @@
+"""Foreign state given back: what the lab replaced or removed but did not make (a route, a
+sysctl) is recorded before the change and restored exactly when the lab is destroyed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.integration.conftest import Lab, ip, ip_json
+
+LAB = """\
+apiVersion: passtplan/v1alpha1
+kind: Lab
+metadata: {name: LABNAME}
+namespaces:
+  f:
+    resolve: {path: /run/netns/FOREIGN}
+    sysctls: {net.ipv4.ip_forward: "1"}
+    links:
+      lv0: {kind: veth, peer: f/lv1, addresses: [10.30.0.1/24]}
+      lv1: {kind: veth, peer: f/lv0}
+    routes:
+      - {to: default, via: 10.30.0.254, dev: lv0}
+      - {to: 10.99.0.0/16, state: absent}
+"""
+
+
+def snapshot(netns: str) -> dict[str, object]:
+    return {
+        "routes": ip_json("route", "show", "table", "all", netns=netns),
+        "forward": ip("netns", "exec", netns, "cat", "/proc/sys/net/ipv4/ip_forward"),
+    }
+
+
+def test_destroy_gives_back_a_replaced_route_and_sysctl(
+    make_lab: Callable[[str], Lab], foreign_netns: Callable[[str], str]
+) -> None:
+    netns = foreign_netns("f")
+    ip("link", "add", "d0", "type", "veth", "peer", "name", "d1", netns=netns)
+    ip("link", "set", "d0", "up", netns=netns)
+    ip("link", "set", "d1", "up", netns=netns)
+    ip("address", "add", "10.20.0.1/24", "dev", "d0", netns=netns)
+    ip("route", "add", "default", "via", "10.20.0.254", "dev", "d0", netns=netns)
+    ip("route", "add", "10.99.0.0/16", "via", "10.20.0.254", "metric", "0", netns=netns)
+    before = snapshot(netns)
+    assert before["forward"] == "0\n"
+
+    lab = make_lab(LAB.replace("FOREIGN", netns))
+    plan = lab.plan().stdout
+    assert "route.f[default]" in plan
+    lab.apply()
+    routes = {r["dst"]: r for r in ip_json("route", "show", netns=netns)}
+    assert routes["default"]["gateway"] == "10.30.0.254"
+    assert "10.99.0.0/16" not in routes
+    assert snapshot(netns)["forward"] == "1\n"
+    lab.converged()
+
+    result = lab.destroy()
+    plan_part = result.stdout.split("Destroy complete")[0]
+    reasons = {
+        "route.f[default]": "restored to via 10.20.0.254 dev d0",
+        "route.f[10.99.0.0/16]": "restored to via 10.20.0.254 dev d0",
+        "sysctl.f[net.ipv4.ip_forward]": "restored to 0",
+    }
+    for address, reason in reasons.items():
+        assert f"# {address} " in plan_part
+        assert reason in plan_part.split(f"# {address} ", 1)[1].splitlines()[0]
+    assert snapshot(netns) == before
+    assert lab.leftovers() == []
+    # nothing of it is remembered any more: a second destroy has nothing to do
+    assert "No changes" in lab.destroy().stdout
