@@ -129,25 +129,40 @@ def test_the_shortest_cycle_is_named() -> None:
 
 def test_address_changes_that_wait_for_the_same_things_are_one_batch() -> None:
     ns = res.Namespace("a", "g-a", res.NamespaceRole.CREATED)
-    link = res.Link("a", "v0", kind="bridge")
+    link, other = res.Link("a", "v0", kind="bridge"), res.Link("a", "w0", kind="bridge")
     one, two = res.Address("a", "v0", "10.0.0.1/24"), res.Address("a", "v0", "10.0.0.2/24")
+    alone = res.Address("a", "w0", "10.1.0.1/24")  # waits for another link: a batch of its own
     kept = res.Address("a", "v0", "10.0.0.3/24")
     later = res.Address("a", "v0", "10.0.0.4/24")
+    route = res.Route("a", "10.8.0.0/16", 4, via="10.0.0.9")  # after both addresses (gateway)
     changes = [
         _create(ns),
         _create(link),
+        _create(other),
         _create(one),
         _create(two),
+        _create(alone),
         Change(kept.address, Action.NOOP, kept, kept),
         Change(later.address, Action.CREATE, None, later, deferred=True),
+        _create(route),
     ]
     graph = build_graph(changes, Desired(LAB, False))
     merged = coalesce(graph)
     batch = f"address.a[2 from {one.address}]"
-    assert set(merged.nodes) == {"netns.a", "link.a/v0", batch, kept.address, later.address}
+    assert set(merged.nodes) == {
+        "netns.a",
+        "link.a/v0",
+        "link.a/w0",
+        batch,
+        alone.address,
+        kept.address,
+        later.address,
+        route.address,
+    }
     assert [c.address for c in merged.nodes[batch]["changes"]] == [one.address, two.address]
     assert merged.has_edge("link.a/v0", batch)
     assert merged.has_edge("netns.a", batch)
+    assert merged.has_edge(batch, route.address)
     assert merged.nodes["link.a/v0"]["changes"] == [changes[1]]
 
 
