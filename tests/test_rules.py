@@ -10,7 +10,7 @@ from passtplan import resources as res
 from passtplan.changes import Action, Change
 from passtplan.desired import Desired, desired_state, destroy_target
 from passtplan.diff import ConflictError, diff
-from passtplan.graph import CycleError, build_graph, coalesce, to_dot, to_mermaid
+from passtplan.graph import CycleError, batched_graph, build_graph, to_dot, to_mermaid
 from passtplan.lang.loader import load_lab
 from passtplan.subnets import SubnetIndex
 from passtplan.verify import VerifyError, verify
@@ -68,11 +68,6 @@ def test_a_vm_that_stays_orders_nothing() -> None:
     assert "vm.v1" not in graph
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: on a sandbox destroy, destroy_target drops the VM's pod namespace, so "
-    "no change carries its resolve and the VM's removal does not wait for the pod's contents",
-)
 def test_sandbox_destroy_removes_the_pods_contents_before_the_vm() -> None:
     desired, state = _case("vm-sandbox-destroyed", sandbox=True)
     desired = destroy_target(desired)
@@ -146,8 +141,7 @@ def test_address_changes_that_wait_for_the_same_things_are_one_batch() -> None:
         Change(later.address, Action.CREATE, None, later, deferred=True),
         _create(route),
     ]
-    graph = build_graph(changes, Desired(LAB, False))
-    merged = coalesce(graph)
+    merged = batched_graph(changes, Desired(LAB, False))
     batch = f"address.a[2 from {one.address}]"
     assert set(merged.nodes) == {
         "netns.a",
@@ -181,12 +175,6 @@ def test_a_conflict_names_each_link_on_its_own_line() -> None:
     assert str(caught.value) == "\n".join(caught.value.conflicts)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="engine bug: a link in conflict is not planned, and the recreation cascade from its "
-    "veth peer (being created) looks its change up and raises KeyError instead of the conflict",
-)
 def test_a_conflict_whose_veth_peer_is_created_is_still_a_conflict() -> None:
     desired, state = _case("conflict-unowned")
     namespace = state.namespaces["a"]
@@ -222,41 +210,26 @@ def test_a_veth_whose_peer_is_unknown_goes_alone() -> None:
     assert "link.b/x0" not in changes
 
 
-@pytest.mark.parametrize(
-    "first",
-    [
-        "a",
-        pytest.param(
-            "b",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=CycleError,
-                reason="engine bug: the end met first covers the other; when that is the "
-                "higher-named end, the covered edge (a/x0 -> b/x0) meets the peer rule's "
-                "(b/x0 -> a/x0): a dependency cycle",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("first", ["a", "b"])
 def test_removing_an_owned_veth_pair_is_ordered(first: str) -> None:
+    """The end met first is deleted and covers the other; whichever it is, no cycle."""
     end = res.Link("a", "x0", "veth", peer=("b", "x0"), owner=OWNER)
     other = res.Link("b", "x0", "veth", peer=("a", "x0"), owner=OWNER)
     desired = _pair_desired()
-    graph = build_graph(diff(desired, _pair_state(first, end, other)), desired)
-    assert graph.has_edge("link.b/x0", "link.a/x0")  # the end that waits for its peer goes first
+    changes = {c.address: c for c in diff(desired, _pair_state(first, end, other))}
+    graph = build_graph(list(changes.values()), desired)
+    deleted, covered = ("link.a/x0", "link.b/x0") if first == "a" else ("link.b/x0", "link.a/x0")
+    assert changes[covered].covered_by == deleted
+    assert list(graph.edges) == [(covered, deleted)]  # the covering edge alone orders them
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=CycleError,
-    reason="engine bug: state: absent on the higher-named end of a veth covers the lower one, "
-    "and the covered edge meets the peer rule's edge: a dependency cycle",
-)
 def test_the_higher_named_end_of_a_veth_declared_absent() -> None:
     end = res.Link("a", "y0", "veth", peer=("b", "y0"))
     other = res.Link("b", "y0", "veth", peer=("a", "y0"))
     desired = _pair_desired({("b", "y0")})
-    build_graph(diff(desired, _pair_state("a", end, other)), desired)
+    changes = diff(desired, _pair_state("a", end, other))
+    graph = build_graph(changes, desired)  # no cycle
+    assert graph.has_edge("link.a/y0", "link.b/y0")
 
 
 def test_recreating_a_vxlans_dev_recreates_the_vxlan() -> None:

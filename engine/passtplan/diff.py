@@ -396,7 +396,9 @@ def _cascade_recreation(work: _Diff) -> None:
             ref = (link.namespace, link.name)
             if ref in work.recreated:
                 continue
-            planned = work.changes[link.address]
+            planned = work.changes.get(link.address)
+            if planned is None:
+                continue  # in conflict: reported, never planned
             current = planned.before
             work.add(
                 Change(

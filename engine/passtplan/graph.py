@@ -16,7 +16,7 @@ from passtplan import resources as res
 from passtplan.changes import Action, Change
 from passtplan.cycles import find_cycles
 from passtplan.depends import dependencies
-from passtplan.desired import Desired
+from passtplan.desired import Desired, netns_name
 from passtplan.errors import PasstplanError
 from passtplan.subnets import SubnetIndex
 
@@ -89,10 +89,11 @@ def dependency_edges(changes: list[Change], desired: Desired) -> Edges:
         for u, v in _edges(change, by_address, desired):
             edges[u].add(v)
     _absent_first(edges, changes)
-    _vm_contents_first(edges, changes)
+    _vm_contents_first(edges, changes, desired.lab)
     _gateway_addresses_first(edges, changes)
     if not _acyclic(edges):
-        raise CycleError(find_cycles({u: list(after) for u, after in edges.items() if after})[0])
+        cycles = find_cycles({u: list(after) for u, after in edges.items() if after})
+        raise CycleError(min(cycles, key=lambda cycle: (len(cycle), cycle)))  # the shortest
     return edges
 
 
@@ -139,7 +140,7 @@ def _edges(
                 yield dep, change.address  # what is removed from a namespace waits for it
 
 
-def _vm_contents_first(edges: Edges, changes: list[Change]) -> None:
+def _vm_contents_first(edges: Edges, changes: list[Change], lab: str) -> None:
     """What the lab removes inside a VM's launcher namespace goes before the VM itself; and a VM
     repaired (passt or its guest restarted) waits for its pod's network to be complete, since
     passt will not start in a pod without a routable interface (after a kill mid-swap, the
@@ -151,6 +152,12 @@ def _vm_contents_first(edges: Edges, changes: list[Change]) -> None:
         and c.resource.resolve is not None
         and c.resource.resolve[0] == "vm"
     }
+    # A destroy no longer names the pod's namespace; the sandbox's VM still says where it is.
+    launchers = {c.resource.launcher: c.address for c in changes if isinstance(c.resource, res.Vm)}
+    for change in changes:
+        namespace = getattr(change.resource, "namespace", None)
+        if namespace is not None and netns_name(lab, namespace) in launchers:
+            vm_of.setdefault(namespace, launchers[netns_name(lab, namespace)])
     actions = {c.address: c.action for c in changes if c.address.startswith("vm.")}
     if not any(a in (Action.DELETE, Action.UPDATE) for a in actions.values()):
         return
