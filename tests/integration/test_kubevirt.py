@@ -205,12 +205,13 @@ def test_launcher_pod_on_another_node(make_lab: Callable[[str], Lab], node: Node
 def test_passt_core_binding_against_kubevirt_1_5(
     make_lab: Callable[[str], Lab], node: Node
 ) -> None:
-    with cluster_for(node, kubevirt_version="v1.5.0") as cluster:
+    with cluster_for(node, kubevirt_version="v1.4.0") as cluster:
         lab = lab_for(make_lab, cluster)
         result = lab.plan(*flags(lab, node)[:2], code=1)
     assert result.stderr.splitlines()[-1] == (
-        f"error: {lab.path}: vms.vm1: KubeVirt v1.5.0 rejects the core `passt: {{}}` binding "
-        "(removed in v1.3): use binding: {name: passt}"
+        f"error: {lab.path}: vms.vm1: KubeVirt v1.4.0 rejects the core `passt: {{}}` binding "
+        "(discontinued in v1.3): use binding: {name: passt} (enable the NetworkBindingPlugins gate "
+        "and register the passt plugin in the KubeVirt CR)"
     )
 
 
