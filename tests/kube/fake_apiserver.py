@@ -207,7 +207,7 @@ def canonicalize(obj: Any, schema: Obj) -> Any:
     if (
         isinstance(obj, str)
         and schema.get("x-kubernetes-int-or-string")
-        and "Ki" in str(schema.get("pattern", ""))
+        and "[KMGTPE]i" in str(schema.get("pattern", ""))
     ):
         return canonical_quantity(obj)
     return obj
