@@ -46,6 +46,7 @@ from ruamel.yaml import YAML
 
 KUBEVIRT = ("kubevirt.io", "v1")
 EXTENSIONS = ("apiextensions.k8s.io", "v1")
+OLD_EXTENSIONS = ("apiextensions.k8s.io", "v1beta1")  # what kubectl 1.20 lists CRDs with
 VM_CRD = "virtualmachines.kubevirt.io"
 PHASES = ("Pending", "Scheduling", "Scheduled", "Running")
 CRDS = Path(__file__).parent / "crds"
@@ -102,7 +103,9 @@ class ClusterConfig:
     forbidden: set[str] = field(default_factory=set)  # plurals the user may not touch
     pod_uids: list[str] = field(default_factory=list)  # UIDs for launcher pods, in order
     on_pod: Callable[[Obj], None] | None = None  # called when a launcher pod is made
-    token: str = "secret"
+    # The bearer token the server wants; None: anonymous access (kubectl sends no token over
+    # plain HTTP, so its tests run without one)
+    token: str | None = "secret"
 
     @property
     def rules(self) -> str:
@@ -364,6 +367,7 @@ def server_side_apply(live: Obj | None, applied: Obj, manager: str, *, force: bo
     result["metadata"]["managedFields"] = managed_fields
     mine["fieldsV1"] = to_fields_v1(wanted)
     mine["time"] = now()
+    mine["apiVersion"] = applied.get("apiVersion", mine["apiVersion"])
     result["metadata"]["managedFields"] = [
         m for m in managed_fields if from_fields_v1(m.get("fieldsV1", {})) or m is mine
     ]
@@ -391,6 +395,18 @@ def run_strategy(vm: Obj) -> str:
     if spec.get("running") is not None:
         return "Always" if spec["running"] else "Halted"
     return str(spec.get("runStrategy") or "Halted")
+
+
+def _same(a: Obj, b: Obj) -> bool:
+    """Equal but for the times in managedFields."""
+
+    def timeless(obj: Obj) -> Obj:
+        out = copy.deepcopy(obj)
+        for managed in out.get("metadata", {}).get("managedFields", []):
+            managed.pop("time", None)
+        return out
+
+    return timeless(a) == timeless(b)
 
 
 class KubeVirtRules:
@@ -513,6 +529,38 @@ def matches(labels: dict[str, str], selector: str) -> bool:
     return True
 
 
+OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+
+
+def openapi_v2_document() -> bytes:
+    """An OpenAPI v2 document in gnostic's protobuf encoding (openapiv2.proto: Document 1
+    swagger, 2 info, 8 paths; Paths 2 path; NamedPathItem 1 name, 2 value; PathItem 8 patch;
+    Operation 8 parameters, 13 vendor_extension; ParametersItem 1 parameter; Parameter 2
+    non_body_parameter; NonBodyParameter 3 query_parameter_sub_schema; QueryParameterSubSchema
+    2 in, 4 name; NamedAny 1 name, 2 value; Any 2 yaml). It has no definitions, so kubectl
+    leaves validation to the server; its one path, the Namespace PATCH taking dryRun, is what
+    kubectl before 1.23 looks for to allow dry-run on custom resources (DryRunVerifier)."""
+
+    def field(number: int, payload: bytes) -> bytes:
+        length, size = b"", len(payload)
+        while True:
+            byte, size = size & 0x7F, size >> 7
+            length += bytes([byte | (0x80 if size else 0)])
+            if not size:
+                break
+        return bytes([number << 3 | 2]) + length + payload
+
+    info = field(1, b"Kubernetes") + field(2, b"v1.29.0")
+    query = field(2, b"query") + field(4, b"dryRun")
+    parameter = field(1, field(2, field(3, query)))
+    gvk = field(1, b"x-kubernetes-group-version-kind") + field(
+        2, field(2, b"group: ''\nkind: Namespace\nversion: v1\n")
+    )
+    operation = field(5, b"patchCoreV1Namespace") + field(8, parameter) + field(13, gvk)
+    path = field(1, b"/api/v1/namespaces/{name}") + field(2, field(8, operation))
+    return field(1, b"2.0") + field(2, info) + field(8, field(2, path))
+
+
 RESOURCES = {
     # plural: (group/version, kind, short names, namespaced)
     "pods": ("v1", "Pod", ["po"], True),
@@ -608,7 +656,12 @@ class FakeCluster:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "tester", "user": {"token": self.config.token}}],
+            "users": [
+                {
+                    "name": "tester",
+                    "user": {"token": self.config.token} if self.config.token else {},
+                }
+            ],
             "contexts": [{"name": context, "context": {"cluster": "fake", "user": "tester"}}],
             "current-context": context,
         }
@@ -833,6 +886,13 @@ class FakeCluster:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _send_raw(self, code: int, data: bytes, kind: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def _body(self) -> tuple[str, Any]:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode() if length else ""
@@ -863,8 +923,13 @@ class FakeCluster:
         query = parse_qs(url.query)
         parts = [p for p in url.path.split("/") if p]
         self.requests.append((method, request.path))
-        if request.headers.get("Authorization") != f"Bearer {self.config.token}":
+        wanted = f"Bearer {self.config.token}" if self.config.token else None
+        if wanted and request.headers.get("Authorization") != wanted:
             request._send(401, status(401, "Unauthorized", "Unauthorized"))
+            return
+        if parts == ["openapi", "v2"]:
+            # kubectl before 1.23 (Debian's 1.20) validates against OpenAPI v2 in protobuf
+            request._send_raw(200, openapi_v2_document(), OPENAPI_V2_PROTOBUF)
             return
         discovery = self._discovery(parts)
         if discovery is not None:
@@ -898,6 +963,13 @@ class FakeCluster:
         request._send(code, body, warnings)
 
     def _discovery(self, parts: list[str]) -> Obj | None:
+        if parts == ["openapi", "v3"]:
+            # kubectl's field-validation check (k8s.io/cli-runtime query_param_verifier_v3.go):
+            # the root names each group-version's document
+            url = "/openapi/v3/apis/kubevirt.io/v1?hash=fake"
+            return {"paths": {"apis/kubevirt.io/v1": {"serverRelativeURL": url}}}
+        if parts == ["openapi", "v3", "apis", *KUBEVIRT]:
+            return self._openapi_v3()
         if parts == ["version"]:
             return {"major": "1", "minor": "29", "gitVersion": "v1.29.0", "platform": "linux/amd64"}
         if parts == ["api"]:
@@ -931,11 +1003,46 @@ class FakeCluster:
                 }
         return None
 
+    def _openapi_v3(self) -> Obj:
+        """The OpenAPI v3 document of kubevirt.io/v1, as far as kubectl reads it: the
+        VirtualMachine path's PATCH takes fieldValidation (and dryRun, fieldManager, force)."""
+        gvk = {"group": "kubevirt.io", "version": "v1", "kind": "VirtualMachine"}
+        params = [
+            {"name": name, "in": "query", "schema": {"type": "string"}}
+            for name in ("dryRun", "fieldManager", "fieldValidation", "force")
+        ]
+        schema_ref = {"$ref": "#/components/schemas/io.kubevirt.v1.VirtualMachine"}
+        body = {"content": {"application/apply-patch+yaml": {"schema": schema_ref}}}
+        return {
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes", "version": "v1.29.0"},
+            "paths": {
+                "/apis/kubevirt.io/v1/namespaces/{namespace}/virtualmachines/{name}": {
+                    "patch": {
+                        "operationId": "patchKubevirtIoV1NamespacedVirtualMachine",
+                        "parameters": params,
+                        "requestBody": body,
+                        "responses": {"200": {"description": "OK"}},
+                        "x-kubernetes-action": "patch",
+                        "x-kubernetes-group-version-kind": gvk,
+                    }
+                }
+            },
+            "components": {
+                "schemas": {
+                    "io.kubevirt.v1.VirtualMachine": {
+                        **self.rules.schema,
+                        "x-kubernetes-group-version-kind": [gvk],
+                    }
+                }
+            },
+        }
+
     @staticmethod
     def _route(parts: list[str]) -> tuple[str, str | None, str | None] | None:
         if parts[:2] == ["api", "v1"]:
             rest = parts[2:]
-        elif parts[:3] in (["apis", *KUBEVIRT], ["apis", *EXTENSIONS]):
+        elif parts[:3] in (["apis", *KUBEVIRT], ["apis", *EXTENSIONS], ["apis", *OLD_EXTENSIONS]):
             rest = parts[3:]
         else:
             return None
@@ -1057,6 +1164,12 @@ class FakeCluster:
             merged["status"] = copy.deepcopy(existing.get("status", {}))
             if merged.get("spec") != existing.get("spec"):
                 merged["metadata"]["generation"] = existing["metadata"].get("generation", 1) + 1
+        if existing is not None and _same(merged, existing):
+            # a no-op apply (judged after admission) leaves managedFields, times included, as
+            # they were
+            merged["metadata"]["managedFields"] = copy.deepcopy(
+                existing["metadata"].get("managedFields", [])
+            )
         if query.get("dryRun", [""])[0] == "All":
             if existing is None:
                 merged["metadata"]["uid"] = str(uuid.uuid4())
