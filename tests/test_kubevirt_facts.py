@@ -16,6 +16,8 @@ from passtplan.kubevirt import (
     passt_form_error,
     swap_after_running,
 )
+from passtplan.providers.vm_local import passt_command
+from passtplan.resources import Vm
 
 CRDS = Path(__file__).parent / "kube" / "crds"
 
@@ -133,3 +135,36 @@ def test_drift_compares_both_sides() -> None:
     live["spec"]["runStrategy"] = "Halted"
     live["spec"]["template"]["spec"]["extra"] = 1
     assert drift(wanted, live) == ["spec.runStrategy", "spec.template.spec.extra"]
+
+
+def sandbox_vm(kubevirt: str, tcp: str = "22", udp: str = "none") -> Vm:
+    return Vm("vm1", "l", "g", "10.233.70.4/32", "169.254.1.1", tcp, udp, "", kubevirt=kubevirt)
+
+
+def test_passt_started_as_virt_launcher_v1_0_starts_it() -> None:
+    """generators.go @v1.0.0: --runas 107 -e, -t/-u only for the protocols named."""
+    command = passt_command(sandbox_vm("v1.0"), Path("/s"), Path("/p"), Path("/l"))
+    assert command == ["passt", "--runas", "107", "-e", "-t", "22", "-s", "/s", "-P", "/p"]
+    every = passt_command(sandbox_vm("v1.0", "1-900", "1-900"), Path("/s"), Path("/p"), Path("/l"))
+    assert every[4:8] == ["-t", "1-900", "-u", "1-900"]
+
+
+@pytest.mark.parametrize("kubevirt", ["v1.1", "v1.4", "v1.9"])
+def test_passt_started_as_libvirt_starts_it(kubevirt: str) -> None:
+    """qemu_passt.c: --one-off --socket --pid, --interface eth0, --log-file, one ports option
+    per protocol KubeVirt forwards; TCP ports alone mean no UDP option."""
+    command = passt_command(sandbox_vm(kubevirt), Path("/s"), Path("/p"), Path("/l"))
+    assert command == [
+        "passt",
+        "--one-off",
+        "--socket",
+        "/s",
+        "--pid",
+        "/p",
+        "--interface",
+        "eth0",
+        "--log-file",
+        "/l",
+        "--tcp-ports",
+        "22",
+    ]

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from passtplan.providers import resolve
+from passtplan.providers.ownership import RUN_DIR
+from tests.conftest import PLANS
 from tests.integration.conftest import Lab, ip, ip_json
 from tests.integration.test_resolve import LAUNCHER
 from tests.kube.fake_apiserver import ClusterConfig, FakeCluster
@@ -513,3 +515,46 @@ def test_a_halted_vm_is_refused_at_validate_time(make_lab: Callable[[str], Lab])
     (lab.directory / "vm.yaml").write_text(VM.replace("runStrategy: Always", "runStrategy: Halted"))
     result = lab.run("validate", str(lab.path), code=1)
     assert "vm.yaml:5:16: spec.runStrategy: runStrategy Halted never starts the VM" in result.stderr
+
+
+# --- the sandbox plays the lab's release -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("release", "expected"),
+    [
+        ("v1.0", ["passt", "--runas", "107", "-e", "-t", "22", "-s"]),
+        ("v1.1", ["passt", "--one-off", "--socket"]),
+    ],
+)
+def test_the_sandbox_starts_passt_as_the_labs_release_does(
+    make_lab: Callable[[str], Lab], release: str, expected: list[str]
+) -> None:
+    seed = PLANS / "passt-macvlan"
+    text = (seed / "lab.yaml").read_text().replace("name: passt-macvlan\n", "name: LABNAME\n", 1)
+    text = text.replace("\nsandbox:", f"\nsandbox:\n  kubevirt: {release}", 1)
+    lab = make_lab(text)
+    (lab.directory / "passt-vm.yaml").write_text(
+        (seed / "passt-vm.yaml")
+        .read_text()
+        .replace("- passt: {}", "- passt: {}\n            ports: [{port: 22}]")
+    )
+    applied = lab.apply("--sandbox").stdout
+    assert "Checks: 3 passed, 0 failed, 0 skipped." in applied
+    state = json.loads((RUN_DIR / f"{lab.name}@sandbox/vm/passt-macvlan/state.json").read_text())
+    command = Path(f"/proc/{state['passt'][0]}/cmdline").read_bytes().decode().split("\0")[:-1]
+    assert command[: len(expected)] == expected
+    if release == "v1.1":
+        assert command[3:] == [
+            str(RUN_DIR / f"{lab.name}@sandbox/vm/passt-macvlan/passt/passt.socket"),
+            "--pid",
+            str(RUN_DIR / f"{lab.name}@sandbox/vm/passt-macvlan/passt/passt.pid"),
+            "--interface",
+            "eth0",
+            "--log-file",
+            str(RUN_DIR / f"{lab.name}@sandbox/vm/passt-macvlan/kubevirt-passt.log"),
+            "--tcp-ports",
+            "22",
+        ]  # TCP ports alone: no --udp-ports
+    lab.destroy("--sandbox")
+    assert lab.leftovers() == []
