@@ -4,6 +4,7 @@ applied, waited for, its launcher pod's namespace found on this node and swapped
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -558,3 +559,26 @@ def test_the_sandbox_starts_passt_as_the_labs_release_does(
         ]  # TCP ports alone: no --udp-ports
     lab.destroy("--sandbox")
     assert lab.leftovers() == []
+
+
+# --- the resolver's assumptions --------------------------------------------------------------
+
+
+def test_outside_the_hosts_pid_namespace_the_resolver_says_so_and_falls_through(
+    node: Node, tmp_path: Path
+) -> None:
+    """Peer credentials name a pid only in the reader's PID namespace, and the cgroup walk reads
+    the node's /proc: both are skipped, with a note, when passtplan runs without hostPID."""
+    assert resolve.shares_host_pid_namespace()  # the tests run on the host
+    pod = {"metadata": {"uid": UID}}
+    node.start_launcher(pod)
+    found_pod = resolve.Pod("default", "virt-launcher-vm1-abcde", UID, "node1", "10.233.70.4")
+    base = {"kubelet": node.kubelet, "netns_dirs": (Path("/run/netns"),), "crictl": None}
+    on_host = resolve.find_pod_netns(found_pod, resolve.NodePaths(**base, host_pid=True))  # type: ignore[arg-type]
+    assert on_host.strategy == "launcher socket peer credentials"
+    apart = resolve.find_pod_netns(found_pod, resolve.NodePaths(**base, host_pid=False))  # type: ignore[arg-type]
+    assert apart.strategy == (
+        "pod IP (launcher socket peer credentials and cgroup of a pod process skipped: passtplan "
+        "does not share the host's PID namespace; run it with hostPID: true)"
+    )
+    assert os.stat(apart.path).st_ino == os.stat(on_host.path).st_ino
