@@ -11,6 +11,7 @@ from passtplan.kubevirt import (
     Install,
     crd_fields,
     drift,
+    early_eth0_removal,
     judge,
     parse_release,
     passt_form_error,
@@ -168,3 +169,15 @@ def test_passt_started_as_libvirt_starts_it(kubevirt: str) -> None:
         "--tcp-ports",
         "22",
     ]
+
+
+def test_a_lab_that_would_remove_eth0_before_a_v1_8_vm_runs_is_refused() -> None:
+    v19 = install("v1.9.0")
+    vms = {"vm1": ("passtBinding", v19)}
+    by_pod = {"pod": ("pod", "default/virt-launcher-vm1-abcde")}
+    [error] = early_eth0_removal(vms, by_pod, {"pod"})  # type: ignore[arg-type]
+    assert error.startswith("namespaces.pod: removes eth0 but resolves by pod")
+    assert error.endswith("resolve it with {vm: vm1} so that eth0 goes after the VM is Running")
+    assert early_eth0_removal(vms, {"pod": ("vm", "vm1")}, {"pod"}) == []  # type: ignore[arg-type]
+    old = {"vm1": ("passt", install("v1.0.0", ("Passt",)))}
+    assert early_eth0_removal(old, by_pod, {"pod"}) == []  # type: ignore[arg-type]

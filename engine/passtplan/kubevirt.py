@@ -232,6 +232,32 @@ def swap_after_running(form: PasstForm, install: Install) -> bool:
     return form == "passtBinding" and install.release >= SWAP_AFTER_RUNNING_FROM
 
 
+def early_eth0_removal(
+    vms: dict[str, tuple[PasstForm, Install]],
+    namespaces: dict[str, tuple[str, str] | None],
+    removes_eth0: set[str],
+) -> list[str]:
+    """The namespaces of a lab that would delete the CNI's eth0 without waiting for a VM whose
+    network virt-handler sets up only while eth0 exists (passtBinding from v1.8): one that
+    resolves the pod otherwise than by `vm:` is not ordered after the VM's start. `namespaces`
+    maps a namespace to its resolve (way, value), `removes_eth0` names those with eth0 absent."""
+    strict = sorted(
+        name for name, (form, install) in vms.items() if swap_after_running(form, install)
+    )
+    errors = []
+    for namespace in sorted(removes_eth0):
+        resolve = namespaces.get(namespace)
+        if not strict or resolve is None or resolve[0] == "vm":
+            continue
+        errors.append(
+            f"namespaces.{namespace}: removes eth0 but resolves by {resolve[0]}, so nothing "
+            f"orders it after VM {', '.join(strict)} runs, and KubeVirt >= v1.8 refuses to set up "
+            "a passtBinding VM's network without eth0: resolve it with {vm: "
+            f"{strict[0]}}} so that eth0 goes after the VM is Running"
+        )
+    return errors
+
+
 def drift(wanted: object, live: object, path: str = "") -> list[str]:
     """Paths where two objects differ (both sides compared: a field on one side only is a
     difference). Used on what a server-side dry-run apply would make against the live object."""
