@@ -10,6 +10,7 @@ VM = """apiVersion: kubevirt.io/v1
 kind: VirtualMachine
 metadata: {{name: vm1}}
 spec:
+  runStrategy: Always
   template:
     spec:
       domain:
@@ -51,7 +52,7 @@ def test_bad_port_is_located() -> None:
     )
     assert manifest is None
     assert [str(i) for i in issues] == [
-        "vm:9:66: spec.template.spec.domain.devices.interfaces[0].ports[0]: port must be a "
+        "vm:10:66: spec.template.spec.domain.devices.interfaces[0].ports[0]: port must be a "
         "number from 1 to 65535"
     ]
 
@@ -80,3 +81,83 @@ def test_password_is_a_warning_not_an_error() -> None:
     manifest, issues = read_manifest(parse_yaml(text.encode(), "vm"), "vm1", "default")
     assert manifest is not None
     assert [i.severity for i in issues] == [Severity.WARNING]
+
+
+def read(text: str) -> tuple[object, list[str]]:
+    manifest, issues = read_manifest(parse_yaml(text.encode(), "vm"), "vm1", "default")
+    return manifest, [str(i) for i in issues if i.severity is Severity.ERROR]
+
+
+@pytest.mark.parametrize(
+    ("run", "error"),
+    [
+        (
+            "runStrategy: Halted",
+            "vm:5:16: spec.runStrategy: runStrategy Halted never starts the VM (Halted keeps it "
+            "stopped); set spec.runStrategy: Always (or RerunOnFailure) so that KubeVirt starts it",
+        ),
+        (
+            "runStrategy: Manual",
+            "vm:5:16: spec.runStrategy: runStrategy Manual never starts the VM (Manual starts",
+        ),
+        ("running: false", "vm:5:12: spec.running: running: false never starts the VM"),
+        ("runStrategy: Sometimes", "vm:5:16: spec.runStrategy: unknown runStrategy 'Sometimes'"),
+        (
+            "",
+            "vm:5:3: spec: the VM has neither running nor runStrategy, so KubeVirt keeps it "
+            "Halted and it never starts; set spec.runStrategy: Always",
+        ),
+    ],
+)
+def test_a_vm_that_never_starts_is_refused_with_the_fix(run: str, error: str) -> None:
+    text = VM.format(binding="passtBinding: {}").replace("  runStrategy: Always\n", f"  {run}\n")
+    if not run:
+        text = text.replace("  \n", "")
+    manifest, errors = read(text)
+    assert manifest is None
+    assert len(errors) == 1 and errors[0].startswith(error), errors
+
+
+@pytest.mark.parametrize(
+    "run",
+    ["runStrategy: Always", "runStrategy: RerunOnFailure", "running: true", "runStrategy: Once"],
+)
+def test_vms_that_start(run: str) -> None:
+    text = VM.format(binding="passtBinding: {}").replace("  runStrategy: Always\n", f"  {run}\n")
+    manifest, errors = read(text)
+    assert manifest is not None and errors == []
+
+
+SECONDARY = """apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {{name: vm1}}
+spec:
+  runStrategy: Always
+  template:
+    spec:
+      domain:
+        devices:
+          interfaces:
+          - {{name: default, {binding}}}
+          - {{name: data, bridge: {{}}}}
+      networks:
+      - {{name: default, pod: {{}}}}
+      - {{name: data, multus: {{networkName: br}}}}
+"""
+
+
+@pytest.mark.parametrize("binding", ["passtBinding: {}", "binding: {name: passt}"])
+def test_a_multus_secondary_interface_is_fine_beside_passt_binding(binding: str) -> None:
+    manifest, errors = read(SECONDARY.format(binding=binding))
+    assert errors == []
+    assert manifest is not None and manifest.interface == "default"  # type: ignore[attr-defined]
+
+
+def test_core_passt_must_be_the_only_interface() -> None:
+    manifest, errors = read(SECONDARY.format(binding="passt: {}"))
+    assert manifest is None
+    assert errors == [
+        "vm:11:11: spec.template.spec.domain.devices.interfaces: the VM has 2 interfaces; the "
+        "core `passt: {}` binding works only as a VM's only interface (KubeVirt v1.0-v1.2): use "
+        "passtBinding: {} (v1.8+) or binding: {name: passt} for a VM with secondary interfaces"
+    ]

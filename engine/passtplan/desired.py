@@ -137,6 +137,7 @@ def sandbox_vm(
         udp_ports=udp,
         forwarding=forwarding,
         node=node,
+        kubevirt=lab.sandbox.kubevirt,
     )
 
 

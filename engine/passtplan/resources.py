@@ -207,6 +207,7 @@ class Vm:
     passt: str = "running"
     guest_state: str = "running"
     node: str | None = None  # the lab namespace holding the CNI's host end, if any
+    kubevirt: str = "v1.0"  # whose virt-launcher starts passt (sandbox.kubevirt)
 
     @property
     def address(self) -> str:

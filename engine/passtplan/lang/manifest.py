@@ -6,6 +6,7 @@ cloud-init secrets); the rest of the manifest is KubeVirt's to judge when it is 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,14 +14,22 @@ from passtplan.errors import Severity, SpecError, SpecIssue
 from passtplan.lang.yamlsource import DataPath, YamlDocument, parse_yaml
 
 KUBEVIRT_API = "kubevirt.io/v1"
-# The three ways KubeVirt has spelled "this interface uses passt", by release (see issue 5):
-# core `passt: {}` v1.0-v1.2, the binding plugin `binding: {name: passt}` v1.1.1-v1.8,
-# core `passtBinding: {}` from v1.8.
+# The three ways KubeVirt has spelled "this interface uses passt" (passtplan.kubevirt says which
+# release accepts which): core `passt: {}` v1.0-v1.2, the binding plugin `binding: {name: passt}`
+# from v1.1.1, core `passtBinding: {}` from v1.8.
 PasstForm = Literal["passt", "binding", "passtBinding"]
 INTERFACE_PATH: DataPath = ("spec", "template", "spec", "domain", "devices", "interfaces")
 NETWORKS_PATH: DataPath = ("spec", "template", "spec", "networks")
 VOLUMES_PATH: DataPath = ("spec", "template", "spec", "volumes")
 OTHER_BINDINGS = ("masquerade", "bridge", "sriov", "slirp", "macvtap")
+# KubeVirt's run strategies (staging/src/kubevirt.io/api/core/v1/types.go @v1.9.0); a VM with
+# neither `running` nor `runStrategy` is Halted (VirtualMachine.RunStrategy, @v1.0.0-@v1.9.0).
+STARTS = ("Always", "RerunOnFailure", "Once")
+NEVER_STARTS = {
+    "Halted": "Halted keeps it stopped",
+    "Manual": "Manual starts it only on `virtctl start`",
+}
+RUN_FIX = "set spec.runStrategy: Always (or RerunOnFailure) so that KubeVirt starts it"
 SECRET_HINT = (
     "anyone who can read the VM can read it; keep the cloud-config in a Secret and reference it "
     "with userDataSecretRef: {name: SECRET}"
@@ -93,6 +102,7 @@ def read_manifest(
                 at_key=True,
             )
         )
+    issues += _run_strategy(doc)
     found, interface_issues = _passt_interface(doc)
     issues += interface_issues
     issues += _cloud_init_passwords(doc)
@@ -123,6 +133,44 @@ def _check_metadata(doc: YamlDocument, vm_name: str, k8s_namespace: str) -> list
             )
         )
     return issues
+
+
+def _run_strategy(doc: YamlDocument) -> list[SpecIssue]:
+    """A lab's VM must start by itself: apply waits for it, and its pod is what the lab changes."""
+    running = get(doc.data, ("spec", "running"))
+    strategy = get(doc.data, ("spec", "runStrategy"))
+    if running is not None and strategy:
+        return []  # reported above: the two exclude each other
+    if running is not None:
+        if running is True:
+            return []
+        return [
+            doc.issue(
+                ("spec", "running"),
+                f"running: {json.dumps(running)} never starts the VM; {RUN_FIX} in place of "
+                "running",
+            )
+        ]
+    if strategy is None:
+        return [
+            doc.issue(
+                ("spec",),
+                "the VM has neither running nor runStrategy, so KubeVirt keeps it Halted and it "
+                f"never starts; {RUN_FIX}",
+            )
+        ]
+    if strategy in NEVER_STARTS:
+        return [
+            doc.issue(
+                ("spec", "runStrategy"),
+                f"runStrategy {strategy} never starts the VM ({NEVER_STARTS[strategy]}); {RUN_FIX}",
+            )
+        ]
+    if strategy not in STARTS:
+        known = ", ".join((*STARTS, *NEVER_STARTS))
+        message = f"unknown runStrategy {strategy!r}: use {known}"
+        return [doc.issue(("spec", "runStrategy"), message)]
+    return []
 
 
 def _passt_interface(
@@ -169,15 +217,19 @@ def _judge_interface(
             doc.issue(
                 path,
                 f"interface {name!r} {what}; a passtplan lab needs passt: use passtBinding: {{}} "
-                "(KubeVirt >= 1.8), binding: {name: passt} (1.1.1-1.8) or passt: {} (1.0-1.2)",
+                "(KubeVirt >= 1.8), binding: {name: passt} (>= 1.1.1) or passt: {} (1.0-1.2)",
             )
         ]
     issues = []
-    if count > 1:
+    if count > 1 and form == "passt":
+        # vmi-create-admitter.go @v1.0.0-@v1.2.0: "Passt interface is only supported as the
+        # single interface of the VMI"; the binding plugin and passtBinding have no such rule.
         issues.append(
             doc.issue(
                 INTERFACE_PATH,
-                f"the VM has {count} interfaces; passt works only as a VM's only interface",
+                f"the VM has {count} interfaces; the core `passt: {{}}` binding works only as a "
+                "VM's only interface (KubeVirt v1.0-v1.2): use passtBinding: {} (v1.8+) or "
+                "binding: {name: passt} for a VM with secondary interfaces",
             )
         )
     ports, port_issues = _ports(doc, (*path, "ports"), iface.get("ports"))

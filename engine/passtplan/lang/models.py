@@ -320,6 +320,16 @@ class Sandbox(Spec):
 
     namespaces: dict[Name, Namespace] = Field(default_factory=dict)
     vms: dict[Name, SandboxVm] = Field(default_factory=dict)
+    kubevirt: str = Field(
+        default="v1.0",
+        pattern=r"^v1\.[0-9]+$",
+        description=(
+            "The KubeVirt release whose virt-launcher the sandbox plays (v1.0 as in the seed): "
+            "v1.0 starts passt as virt-launcher did (--runas 107 -e -t -u, QEMU through qrap); "
+            "from v1.1 as libvirt does (--one-off --socket --pid --interface eth0 --log-file "
+            "--tcp-ports --udp-ports)."
+        ),
+    )
 
 
 class Lab(Spec):

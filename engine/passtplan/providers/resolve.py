@@ -11,6 +11,12 @@
    `crictl inspectp <id>` gives `info.pid`.
 4. Last, the namespace holding the pod's IP: useless once the CNI's eth0 is gone, which is what a
    lab does, hence last.
+
+What each assumes, checked before it is tried: the peer credentials name a pid in the reader's
+PID namespace (the kernel reports 0 for a process it cannot see), and the cgroup walk reads the
+node's processes in /proc; both hold only when passtplan shares the host's PID namespace (a pod
+needs hostPID: true). Where it does not, they are skipped with a note that the result carries
+into apply's output, and the next strategy is tried.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from passtplan.errors import PasstplanError
 from passtplan.providers import kernel, rtnl
 
 LAUNCHER_SOCKET = "volumes/kubernetes.io~empty-dir/sockets/launcher-sock"
+INIT_PID_NS_INODE = 0xEFFFFFFC  # PROC_PID_INIT_INO (include/linux/proc_ns.h): the host's
+HOST_PID_ONLY = ("launcher socket peer credentials", "cgroup of a pod process")
 CRICTL_TIMEOUT = 10
 
 
@@ -56,6 +64,15 @@ class NodePaths:
     kubelet: Path = Path("/var/lib/kubelet")
     netns_dirs: tuple[Path, ...] = (Path("/var/run/netns"), Path("/var/run/docker/netns"))
     crictl: str | None = field(default_factory=lambda: shutil.which("crictl"))
+    host_pid: bool | None = None  # whether passtplan shares the host's PID namespace; None: look
+
+
+def shares_host_pid_namespace() -> bool:
+    """Whether this process is in the host's (the initial) PID namespace."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino == INIT_PID_NS_INODE
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -84,7 +101,7 @@ def by_launcher_socket(pod: Pod, paths: NodePaths) -> Path | None:
     finally:
         os.close(directory)
     pid, _, _ = struct.unpack("3i", credentials)
-    return _net_of(paths, pid)
+    return _net_of(paths, pid) if pid > 0 else None  # 0: a process this namespace cannot see
 
 
 def cgroup_names_pod(cgroup: str, uid: str) -> bool:
@@ -165,14 +182,32 @@ STRATEGIES: tuple[tuple[str, Callable[[Pod, NodePaths], Path | None]], ...] = (
 
 def find_pod_netns(pod: Pod, paths: NodePaths | None = None) -> Found:
     paths = paths or NodePaths()
+    host_pid = paths.host_pid if paths.host_pid is not None else shares_host_pid_namespace()
+    skipped = []
     for strategy, find in STRATEGIES:
+        if strategy in HOST_PID_ONLY and not host_pid:
+            skipped.append(strategy)
+            continue
         path = find(pod, paths)
         if path is not None:
-            return Found(path, strategy)
+            note = (
+                f" ({' and '.join(skipped)} skipped: passtplan does not share the host's PID "
+                "namespace; run it with hostPID: true)"
+                if skipped
+                else ""
+            )
+            return Found(path, strategy + note)
+    why = "no launcher socket, no process in its cgroup, no crictl answer, and its IP is on no "
+    why += "namespace"
+    if skipped:
+        why = (
+            f"passtplan does not share the host's PID namespace, so {' and '.join(skipped)} "
+            "cannot work (run it with hostPID: true), no crictl answer, and its IP is on no "
+            "namespace"
+        )
     raise ResolveError(
         f"cannot find the network namespace of pod {pod.namespace}/{pod.name} (uid {pod.uid}) "
-        "on this node: no launcher socket, no process in its cgroup, no crictl answer, and its "
-        "IP is on no namespace"
+        f"on this node: {why}"
     )
 
 

@@ -5,6 +5,14 @@ VirtualMachines are applied server-side (field manager `passtplan`) with the lab
 the VMs a lab made. The launcher pod is found as KubeVirt finds its own: labelled
 kubevirt.io=virt-launcher and kubevirt.io/created-by=<VMI UID>, controlled by the VMI, on the
 VMI's status.nodeName, the newest of them.
+
+What KubeVirt accepts is read from the cluster (the KubeVirt CR and the VirtualMachine CRD, see
+passtplan.kubevirt). Drift is decided as `kubectl diff --server-side` decides it: the manifest is
+applied with dryRun=All and the result compared with the live object, so what KubeVirt's
+mutating webhook adds (machine type, architecture, firmware uuid and serial from v1.7) and the
+canonical form it gives quantities (2048Mi comes back 2Gi) are not drift, while a field the lab
+dropped, or a VM stopped with `virtctl stop`, is. Apply uses fieldValidation=Strict, so a field
+the CRD does not know is an error naming it rather than silently pruned.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import copy
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,16 +29,30 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from passtplan.errors import PasstplanError
-from passtplan.kubevirt import Install, drift
+from passtplan.kubevirt import Install, crd_fields, drift, judge, parse_release, swap_after_running
 from passtplan.providers.resolve import NodePaths, Pod
 from passtplan.resources import ClusterVm
 
 GROUP, VERSION = "kubevirt.io", "v1"
+VM_CRD = "virtualmachines.kubevirt.io"
 FIELD_MANAGER = "passtplan"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 LAB_LABEL = "passtplan.dev/lab"
 REQUEST_TIMEOUT = 10  # seconds for one API request
 POLL_EVERY = 0.5
+FINISHED = ("Failed", "Succeeded")  # a VMI in these phases never becomes Running again
+# printableStatus values of a VM that will not start without a change (KubeVirt's
+# VirtualMachinePrintableStatus, staging/src/kubevirt.io/api/core/v1/types.go @v1.9.0)
+STUCK = (
+    "CrashLoopBackOff",
+    "ErrorUnschedulable",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrorPvcNotFound",
+    "ErrorDataVolumeNotFound",
+    "DataVolumeError",
+)
+BOOKKEEPING = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid")
 T = TypeVar("T")
 Obj = dict[str, Any]
 
@@ -88,7 +111,9 @@ class Cluster:
         # _preload_content=False a call returns the raw response, not the annotated model).
         self.custom: Any = client.CustomObjectsApi(api)
         self.core: Any = client.CoreV1Api(api)
+        self.extensions: Any = client.ApiextensionsV1Api(api)
         self.api_exception = client.ApiException
+        self.installed: Install | None = None
 
     def call(self, what: str, request: Callable[[], T], *, missing_ok: bool = False) -> T | None:
         try:
@@ -118,6 +143,8 @@ class Cluster:
     # --- KubeVirt's install ---------------------------------------------------------------
 
     def install(self) -> Install:
+        """The KubeVirt CR's version, gates and binding plugins, and the interface fields the
+        VirtualMachine CRD has: a cluster is asked what it accepts, not looked up in a table."""
         found = self.call(
             "read the KubeVirt CR",
             lambda: self.custom.list_cluster_custom_object(
@@ -128,11 +155,38 @@ class Cluster:
         if not items:
             raise ClusterError("no KubeVirt CR in the cluster: is KubeVirt installed?")
         kubevirt = items[0]
-        configuration = kubevirt.get("spec", {}).get("configuration", {})
-        gates = configuration.get("developerConfiguration", {}).get("featureGates") or []
+        configuration = kubevirt.get("spec", {}).get("configuration", {}) or {}
+        developer = configuration.get("developerConfiguration", {}) or {}
+        gates = developer.get("featureGates") or []
+        disabled = developer.get("disabledFeatureGates") or []
         plugins = (configuration.get("network", {}) or {}).get("binding") or {}
         version = kubevirt.get("status", {}).get("observedKubeVirtVersion") or "unknown"
-        return Install(version, frozenset(gates), frozenset(plugins))
+        self.installed = Install(
+            version, frozenset(gates), frozenset(plugins), frozenset(disabled), self._crd(version)
+        )
+        return self.installed
+
+    def _crd(self, version: str) -> frozenset[str] | None:
+        try:
+            response = self.call(
+                f"read the CRD {VM_CRD}",
+                lambda: self.extensions.read_custom_resource_definition(
+                    VM_CRD, _request_timeout=REQUEST_TIMEOUT, _preload_content=False
+                ),
+            )
+        except ClusterError as exc:
+            if parse_release(version) is not None:
+                return None  # the version says enough; the CRD would only confirm it
+            raise ClusterError(
+                f"KubeVirt reports its version as {version!r}, which names no release, and "
+                f"its VirtualMachine CRD cannot be read to tell ({exc}); grant get on "
+                "customresourcedefinitions"
+            ) from None
+        crd: Obj = json.loads(response.data) if response else {}
+        versions = crd.get("spec", {}).get("versions") or []
+        served: Obj = next((v for v in versions if v.get("name") == VERSION), {})
+        schema = (served.get("schema") or {}).get("openAPIV3Schema") or {}
+        return crd_fields(schema)
 
     # --- VirtualMachines ------------------------------------------------------------------
 
@@ -145,11 +199,14 @@ class Cluster:
             missing_ok=True,
         )
 
-    def apply_vm(self, namespace: str, manifest: Obj, lab: str) -> Obj:
+    def apply_vm(self, namespace: str, manifest: Obj, lab: str, *, dry_run: bool = False) -> Obj:
+        """Server-side apply (field manager passtplan, forced, strict field validation); with
+        dry_run, what the server would make of it, webhooks included, and nothing stored."""
         body = labelled(manifest, namespace, lab)
         name = body["metadata"]["name"]
-        self.call(
-            f"apply VirtualMachine {namespace}/{name}",
+        extra = {"dry_run": "All"} if dry_run else {}
+        response = self.call(
+            f"{'dry-run ' if dry_run else ''}apply VirtualMachine {namespace}/{name}",
             lambda: self.custom.patch_namespaced_custom_object(
                 GROUP,
                 VERSION,
@@ -159,14 +216,16 @@ class Cluster:
                 body,
                 field_manager=FIELD_MANAGER,
                 force=True,
+                field_validation="Strict",
                 _content_type="application/apply-patch+yaml",
                 _request_timeout=REQUEST_TIMEOUT,
+                _preload_content=False,  # the object as the server made it, also on 201
+                **extra,
             ),
         )
-        # The client gives no body back for 201 Created: read what the server made.
-        applied = self.vm(namespace, name)
-        if applied is None:
-            raise ClusterError(f"VirtualMachine {namespace}/{name} is gone right after apply")
+        applied: Obj | None = json.loads(response.data) if response else None
+        if not isinstance(applied, dict) or "metadata" not in applied:
+            raise ClusterError(f"VirtualMachine {namespace}/{name}: the server sent no object")
         return applied
 
     def delete_vm(self, namespace: str, name: str) -> None:
@@ -193,16 +252,28 @@ class Cluster:
         )
 
     def wait_ready(self, namespace: str, name: str, progress: Callable[[str], None]) -> Obj:
+        """Poll until the VMI is Running and Ready, printing each new phase; stop at once when
+        it fails or ends, or when the VM will not start without a change."""
         deadline = time.monotonic() + self.options.wait
         last = ""
         while True:
             vmi = self.vmi(namespace, name)
-            phase = (vmi or {}).get("status", {}).get("phase", "not created yet")
             if vmi is not None and is_ready(vmi):
                 return vmi
-            if phase != last:
-                progress(f"VirtualMachineInstance {namespace}/{name}: {phase}")
-                last = phase
+            phase = (vmi or {}).get("status", {}).get("phase", "not created yet")
+            said = f"{phase}{_waiting_on(vmi)}"
+            if said != last:
+                progress(f"VirtualMachineInstance {namespace}/{name}: {said}")
+                last = said
+            if vmi is not None and phase in FINISHED:
+                raise ClusterError(
+                    f"VirtualMachineInstance {namespace}/{name} is {phase}{_why(vmi)}; it will "
+                    "not become Running: fix the cause, then apply again"
+                )
+            vm = self.vm(namespace, name)
+            stuck = _stuck(vm)
+            if stuck:
+                raise ClusterError(f"VirtualMachine {namespace}/{name} will not start: {stuck}")
             if time.monotonic() > deadline:
                 raise ClusterError(
                     f"VirtualMachine {namespace}/{name} is not Running and Ready after "
@@ -285,15 +356,20 @@ def observe_vms(
     cluster: Cluster, wanted: dict[str, ClusterVm], manifests: dict[str, Obj], lab: str
 ) -> dict[str, ClusterVm | None]:
     """The lab's VMs as the cluster has them, and those labelled with the lab's name that the
-    plan no longer has (destroy deletes only those)."""
+    plan no longer has (destroy deletes only those). A VM drifts where a dry-run apply of its
+    manifest would change the live object."""
     found: dict[str, ClusterVm | None] = {}
     for name, vm in sorted(wanted.items()):
+        _notes(cluster.installed, vm)
         live = cluster.vm(vm.kube_namespace, name)
+        # Also for a VM still to be made: the server's field validation and KubeVirt's webhooks
+        # judge the manifest now, at plan time, not half-way through apply.
+        would = cluster.apply_vm(vm.kube_namespace, manifests[name], lab, dry_run=True)
         if live is None:
             found[name] = None
             continue
-        expected = labelled(manifests[name], vm.kube_namespace, lab)
-        found[name] = _observed(cluster, live, vm.passt_form, tuple(drift(expected, live)))
+        differences = tuple(describe_drift(comparable(would), comparable(live)))
+        found[name] = _observed(cluster, live, vm.passt_form, differences)
     listed = cluster.call(
         "list the lab's VirtualMachines",
         lambda: cluster.custom.list_cluster_custom_object(
@@ -309,6 +385,95 @@ def observe_vms(
         if name not in found:
             found[name] = _observed(cluster, live, "passt", ())
     return found
+
+
+def _notes(install: Install | None, vm: ClusterVm) -> None:
+    """What the plan must say beside the VM: warnings on its form, and when eth0 may go."""
+    if install is None:
+        return
+    for warning in judge(vm.passt_form, install).warnings:  # type: ignore[arg-type]
+        print(f"warning: vm.{vm.name}: {warning}", file=sys.stderr, flush=True)
+    if swap_after_running(vm.passt_form, install):  # type: ignore[arg-type]
+        print(
+            f"note: vm.{vm.name}: {install.shown} sets up a passtBinding VM's network only while "
+            'its pod\'s eth0 exists (virt-handler: "pod link (eth0) is missing"): the swap is '
+            "made after the VM is Running, and a VM that KubeVirt restarts needs apply again",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def comparable(obj: Obj) -> Obj:
+    """What `kubectl diff` compares: the object without status and the server's bookkeeping."""
+    out = {k: copy.deepcopy(v) for k, v in obj.items() if k != "status"}
+    meta = out.get("metadata", {})
+    for key in BOOKKEEPING:
+        meta.pop(key, None)
+    return out
+
+
+def describe_drift(would: Obj, live: Obj) -> list[str]:
+    """Each difference as the path, and what apply would do there."""
+    described = []
+    for path in drift(would, live):
+        before, after = _at(live, path), _at(would, path)
+        if after is None:
+            described.append(f"{path} (apply removes {_short(before)})")
+        elif before is None:
+            described.append(f"{path} (apply adds {_short(after)})")
+        else:
+            described.append(f"{path} (live {_short(before)}, apply sets {_short(after)})")
+    return described
+
+
+def _at(obj: Any, path: str) -> Any:
+    for part in path.replace("[", ".[").split("."):
+        if part.startswith("[") and isinstance(obj, list):
+            index = int(part[1:-1])
+            obj = obj[index] if index < len(obj) else None
+        elif isinstance(obj, dict):
+            obj = obj.get(part)
+        else:
+            return None
+    return obj
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _waiting_on(vmi: Obj | None) -> str:
+    """Why a VMI waits, when KubeVirt says (a failing pod render shows only here)."""
+    for condition in (vmi or {}).get("status", {}).get("conditions") or []:
+        if condition.get("status") == "False" and condition.get("type") == "Synchronized":
+            return f" ({condition.get('reason')}: {condition.get('message')})"
+    return ""
+
+
+def _why(vmi: Obj) -> str:
+    state = vmi.get("status", {})
+    parts = [state["reason"]] if state.get("reason") else []
+    parts += [
+        f"{c.get('reason')}: {c.get('message')}"
+        for c in state.get("conditions") or []
+        if c.get("status") == "False" and c.get("message")
+    ]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _stuck(vm: Obj | None) -> str | None:
+    if vm is None:
+        return "it is gone"
+    spec, state = vm.get("spec", {}), vm.get("status", {})
+    strategy = spec.get("runStrategy") or ("Always" if spec.get("running") else "Halted")
+    if strategy == "Halted":
+        return "its runStrategy is Halted (stopped, e.g. by virtctl stop)"
+    printable = state.get("printableStatus")
+    if printable in STUCK:
+        messages = [c.get("message") for c in state.get("conditions") or [] if c.get("message")]
+        return f"{printable}" + (f" ({'; '.join(messages)})" if messages else "")
+    return None
 
 
 def _observed(cluster: Cluster, live: Obj, form: str, differences: tuple[str, ...]) -> ClusterVm:

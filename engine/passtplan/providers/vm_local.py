@@ -2,10 +2,11 @@
 
 For a VM it makes the launcher pod's network namespace with a CNI-like eth0 (Calico style: the
 pod address as /32, default route via 169.254.1.1 on the link, the host end with proxy ARP in the
-node's namespace), starts the real passt inside it the way virt-launcher does
-(`passt -f -1 -s SOCKET -t PORTS -u PORTS`), and attaches a guest (`passtplan.guest`) to passt's
-socket in a namespace of its own. Processes outlive the command that starts them; what they are
-is recorded in /run/passtplan/LAB@sandbox/vm/NAME/ (state.json, passt.log, guest.log, lease.json).
+node's namespace), starts the real passt inside it the way the lab's KubeVirt release does
+(`passt_command`, `sandbox: {kubevirt: vX.Y}`), and attaches a guest (`passtplan.guest`) to
+passt's socket in a namespace of its own. Processes outlive the command that starts them; what
+they are is recorded in /run/passtplan/LAB@sandbox/vm/NAME/ (state.json, passt.log, guest.log,
+lease.json).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from passtplan.providers import kernel, rtnl
 from passtplan.providers.ownership import OwnershipStore
 
 NOBODY = 65534  # passt drops to nobody when started as root; its socket directory must be its
+QEMU_UID = 107  # virt-launcher v1.0 runs passt --runas 107, the qemu user of the launcher image
 PASST = "passt"
 START_DEADLINE = 30.0
 STOP_DEADLINE = 10.0
@@ -182,16 +184,16 @@ class LocalVmDriver:
                 os.close(node_fd)
 
     def _start_passt(self, vm: res.Vm) -> list[int]:
-        """As virt-launcher starts it: in the pod's namespace, one client, the VM's ports."""
+        """As the lab's release starts it: in the pod's namespace, the VM's ports (see
+        passt_command). passt goes to the background, as in the pod, and writes its pid."""
         directory = vm_dir(self.store, vm.name)
         socket_path = directory / "passt" / "passt.socket"
+        pid_file = directory / "passt" / "passt.pid"
         socket_path.unlink(missing_ok=True)
-        command = [PASST, "-f", "-1", "-s", str(socket_path)]
-        if vm.tcp_ports != "none":
-            command += ["-t", vm.tcp_ports]
-        if vm.udp_ports != "none":
-            command += ["-u", vm.udp_ports]
-        pid = self._spawn(
+        pid_file.unlink(missing_ok=True)
+        os.chown(socket_path.parent, *(2 * (passt_user(vm.kubevirt),)))
+        command = passt_command(vm, socket_path, pid_file, directory / "kubevirt-passt.log")
+        launcher = self._spawn(
             [
                 sys.executable,
                 "-m",
@@ -203,13 +205,32 @@ class LocalVmDriver:
             ],
             directory / "passt.log",
         )
-        self._wait(
-            socket_path.exists,
-            pid,
-            f"passt to bind {socket_path}",
-            directory / "passt.log",
+        self._wait_daemon(launcher, socket_path, pid_file, directory / "passt.log")
+        return list(dataclasses.astuple(Process.of(int(pid_file.read_text().split()[0]))))
+
+    @staticmethod
+    def _wait_daemon(launcher: int, socket_path: Path, pid_file: Path, log: Path) -> None:
+        """Until passt has its socket and has written its pid; the process we started exits 0
+        when passt goes to the background, anything else is a failure."""
+        deadline = time.monotonic() + START_DEADLINE
+        exited: int | None = None
+        while time.monotonic() < deadline:
+            if exited is None:
+                try:
+                    finished, code = os.waitpid(launcher, os.WNOHANG)
+                except ChildProcessError:
+                    finished, code = launcher, 0
+                if finished:
+                    exited = os.waitstatus_to_exitcode(code)
+            if exited not in (None, 0):
+                tail = " | ".join(_useful_lines(log)[-3:])
+                raise VmError(f"waiting for passt to bind {socket_path}: it exited ({tail})")
+            if socket_path.exists() and pid_file.is_file() and pid_file.read_text().strip():
+                return
+            time.sleep(0.05)  # polling a process we started, bounded by the deadline
+        raise VmError(
+            f"waiting for passt to bind {socket_path}: nothing after {START_DEADLINE:.0f} s"
         )
-        return list(dataclasses.astuple(Process.of(pid)))
 
     def _start_guest(self, vm: res.Vm) -> list[int]:
         directory = vm_dir(self.store, vm.name)
@@ -307,6 +328,48 @@ class LocalVmDriver:
         for netns in (vm.guest, vm.launcher):
             _stop_all_in(kernel.netns_path(netns))  # started, but not yet recorded
             kernel.remove(netns)
+
+
+def release(kubevirt: str) -> tuple[int, int]:
+    major, minor = kubevirt.lstrip("v").split(".")[:2]
+    return int(major), int(minor)
+
+
+def passt_user(kubevirt: str) -> int:
+    """Who passt runs as once it has dropped root: 107 by --runas in v1.0, else nobody."""
+    return QEMU_UID if release(kubevirt) < (1, 1) else NOBODY
+
+
+def passt_command(vm: res.Vm, socket_path: Path, pid_file: Path, log_file: Path) -> list[str]:
+    """passt's command line as the lab's KubeVirt release has it.
+
+    v1.0: virt-launcher runs `passt --runas 107 -e` then `-t PORTS` and `-u PORTS` only for the
+    protocols the interface names, all ports when it names none (PasstLibvirtSpecGenerator,
+    pkg/network/domainspec/generators.go @v1.0.0); QEMU reaches it through qrap, which connects
+    to passt's default socket in the pod's own /tmp (converter/network.go @v1.0.0). The sandbox's
+    /tmp is shared, so it names the socket (-s), and asks for the pid (-P) to know the daemon.
+
+    From v1.1: libvirt starts it (qemuPasstStart, libvirt src/qemu/qemu_passt.c) with
+    `--one-off --socket --pid`, `--interface eth0` (the domain interface's source device) and
+    `--log-file /var/run/kubevirt/passt.log` (cmd/sidecars/network-passt-binding/domain/
+    configurator.go @v1.1.1, converter/network/configurator.go @v1.8.0), then one
+    `--tcp-ports`/`--udp-ports` per portForward KubeVirt writes: both protocols for all ports when
+    the interface names none, else only the protocols it names. From v1.8 libvirt runs passt in
+    vhost-user mode (interface type vhostuser, @v1.8.0); the sandbox's guest speaks QEMU's stream
+    framing, so there the command stays v1.1's.
+    """
+    tcp = None if vm.tcp_ports == "none" else vm.tcp_ports
+    udp = None if vm.udp_ports == "none" else vm.udp_ports
+    if release(vm.kubevirt) < (1, 1):
+        command = [PASST, "--runas", str(QEMU_UID), "-e"]
+        command += ["-t", tcp] if tcp else []
+        command += ["-u", udp] if udp else []
+        return [*command, "-s", str(socket_path), "-P", str(pid_file)]
+    command = [PASST, "--one-off", "--socket", str(socket_path), "--pid", str(pid_file)]
+    command += ["--interface", "eth0", "--log-file", str(log_file)]
+    command += ["--tcp-ports", tcp] if tcp else []
+    command += ["--udp-ports", udp] if udp else []
+    return command
 
 
 def _running(record: dict[str, object], key: str) -> bool:
