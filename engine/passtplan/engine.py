@@ -17,7 +17,8 @@ from passtplan.changes import Action, Change, Plan, fingerprint
 from passtplan.desired import Desired, desired_state, destroy_target, lab_id
 from passtplan.diff import diff
 from passtplan.errors import PasstplanError
-from passtplan.kubevirt import Install, passt_form_error
+from passtplan.kubevirt import Install, early_eth0_removal, passt_form_error
+from passtplan.lang import models
 from passtplan.lang.loader import LoadedLab
 from passtplan.preflight import check_names
 from passtplan.providers.observe import observe
@@ -112,8 +113,25 @@ def check_passt_forms(loaded: LoadedLab, install: Install) -> None:
         for name, manifest in sorted(loaded.manifests.items())
         if (error := passt_form_error(manifest.passt_form, install))
     ]
+    namespaces = loaded.lab.namespaces
+    swaps = {n for n, ns in namespaces.items() if _removes(ns.links.get("eth0"))}
+    resolves = {
+        name: _resolved_by(ns.resolve.model_dump(exclude_none=True)) if ns.resolve else None
+        for name, ns in namespaces.items()
+    }
+    forms = {name: (m.passt_form, install) for name, m in loaded.manifests.items()}
+    errors += [f"{loaded.path}: {e}" for e in early_eth0_removal(forms, resolves, swaps)]
     if errors:
         raise PasstplanError("\n".join(errors))
+
+
+def _removes(link: models.Link | None) -> bool:
+    return link is not None and link.state == "absent"
+
+
+def _resolved_by(resolve: dict[str, object]) -> tuple[str, str]:
+    way, value = next(iter(resolve.items()))
+    return way, str(value)
 
 
 def observe_state(
