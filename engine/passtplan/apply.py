@@ -3,6 +3,8 @@ record what was done, then read the live state again and verify it."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -21,7 +23,7 @@ from passtplan.errors import PasstplanError
 from passtplan.providers import kernel
 from passtplan.providers.actions import Applier
 from passtplan.providers.context import ApplyContext
-from passtplan.providers.ownership import OwnershipStore
+from passtplan.providers.ownership import JOURNAL, OwnershipStore
 from passtplan.providers.session import Session
 from passtplan.providers.vm_kubevirt import ClusterContext
 from passtplan.verify import VerifyError, verify
@@ -35,9 +37,21 @@ def apply_plan(
     *,
     workers: int = 4,
     cluster: ClusterContext | None = None,
+    verify: bool = True,
+    journal: bool = True,
 ) -> ApplyReport:
+    """Walk the plan's graph; then, unless told not to (a rollback does neither), write the
+    journal line and verify the live state against the lab."""
     with long_lived_heap():
-        return _apply_plan(plan, session, store, workers=workers, cluster=cluster)
+        return _apply_plan(
+            plan,
+            session,
+            store,
+            workers=workers,
+            cluster=cluster,
+            verify=verify,
+            journal=journal,
+        )
 
 
 def _apply_plan(
@@ -47,8 +61,11 @@ def _apply_plan(
     *,
     workers: int,
     cluster: ClusterContext | None,
+    verify: bool,
+    journal: bool,
 ) -> ApplyReport:
     started = time.perf_counter()
+    before = live_digest(plan.state) if journal else ""  # the record changes as the walk goes
     graph = plan.graph
     applier = Applier(ApplyContext(session, plan.desired, store, cluster))
     members: dict[str, Outcome] = {}
@@ -91,9 +108,10 @@ def _apply_plan(
             results.append((change, member))
     order = {c.address: i for i, c in enumerate(plan.changes)}
     results.sort(key=lambda pair: order[pair[0].address])
-    write_journal(store, results)
+    if journal:
+        write_journal(store, results, before)
     verify_errors: list[VerifyError] = []
-    if all(o.status is Status.DONE for _, o in results):
+    if verify and all(o.status is Status.DONE for _, o in results):
         verify_errors = verify_live(plan, session, store, cluster)
         if plan.destroy and not verify_errors:
             forget_destroyed(plan, session, store)
@@ -189,10 +207,12 @@ UNDO = {
 }
 
 
-def write_journal(store: OwnershipStore, results: list[tuple[Change, Outcome]]) -> None:
-    """Every completed action with what undoes it, for the rollback that builds on this.
-
-    One line per apply, holding its entries: thousands of changes cost one encoder call.
+def write_journal(
+    store: OwnershipStore, results: list[tuple[Change, Outcome]], before: str
+) -> None:
+    """Every completed action with what undoes it, and the digest of the live state before
+    them, for `passtplan rollback`. One line per apply, written in one write (a kill leaves it
+    whole or cut, and a cut line is ignored): thousands of changes cost one encoder call.
     """
     entries = [
         {
@@ -207,7 +227,26 @@ def write_journal(store: OwnershipStore, results: list[tuple[Change, Outcome]]) 
     ]
     if not entries:
         return
-    path = store.path.parent / "journal.jsonl"
+    path = store.path.parent / JOURNAL
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as journal:
-        journal.write(json.dumps({"time": time.time(), "entries": entries}) + "\n")
+    line = json.dumps({"time": time.time(), "before": before, "entries": entries}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def live_digest(state: res.State) -> str:
+    """A digest of what a rollback must give back: every resource's attributes (not the kernel's
+    ifindexes, which a link made again does not keep) and the lab's record."""
+    digest = hashlib.sha256()
+    for name, ns in sorted(state.namespaces.items()):
+        digest.update(f"{name}={ns is not None}\n".encode())
+        if ns is not None:
+            parts: list[res.Resource] = [*ns.links.values(), *ns.addresses, *ns.routes]
+            text = sorted(json.dumps(res.attributes(r), sort_keys=True) for r in parts)
+            digest.update("\n".join([*text, json.dumps(ns.sysctls, sort_keys=True)]).encode())
+    owned = dataclasses.asdict(state.owned)
+    digest.update(json.dumps(owned, sort_keys=True, default=sorted).encode())
+    return digest.hexdigest()

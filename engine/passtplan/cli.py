@@ -153,11 +153,43 @@ def apply(
     kubelet_root: KubeletRoot = "/var/lib/kubelet",
     wait: Wait = 300.0,
     lock_timeout: LockTimeout = 0.0,
+    rollback_on_failure: Annotated[
+        bool,
+        typer.Option(
+            "--rollback-on-failure",
+            help="When an action or a check fails, undo what this apply did.",
+        ),
+    ] = False,
 ) -> None:
     """Make the live state match the lab, in dependency order, then verify it."""
     from passtplan.commands import apply as command
 
     flags = _flags(kubeconfig, context, node, kubelet_root, wait)
+    _exit(
+        lambda: command.run(
+            path,
+            sandbox=sandbox,
+            auto_approve=auto_approve,
+            flags=flags,
+            lock_timeout=lock_timeout,
+            rollback_on_failure=rollback_on_failure,
+        )
+    )
+
+
+@app.command()
+def rollback(
+    path: PlanFile,
+    sandbox: Sandbox = False,
+    auto_approve: AutoApprove = False,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+    lock_timeout: LockTimeout = 0.0,
+) -> None:
+    """Undo the last apply of the lab, from its journal, and check the state is as before it."""
+    from passtplan.commands import rollback as command
+
+    flags = _flags(kubeconfig, context, None, "/var/lib/kubelet", 300.0)
     _exit(
         lambda: command.run(
             path,

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from passtplan.errors import PasstplanError
 
@@ -305,3 +305,27 @@ class Ownership:
     # address -> JSON of what a thing the lab did not make was before the lab changed or
     # removed it (a route); given back when the lab no longer declares it
     foreign: dict[str, str] = field(default_factory=dict)
+
+
+def from_attributes(address: str, data: dict[str, Any]) -> Resource:
+    """The resource whose `attributes` are `data` (read back from the journal)."""
+    kind = address.split(".", 1)[0]
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    for key in ("parent", "peer"):
+        if isinstance(values.get(key), str):
+            namespace, _, name = values[key].rpartition("/")
+            values[key] = (namespace, name)
+    if kind == "netns":
+        way = values.get("resolve")
+        values["resolve"] = tuple(way.split(":", 1)) if isinstance(way, str) else None
+        values["role"] = NamespaceRole(values["role"])
+        return Namespace(**values)
+    if kind == "vm":
+        return Vm(**values) if "launcher" in values else ClusterVm(**values)
+    types: dict[str, type[Link | Address | Route | Sysctl]] = {
+        "link": Link,
+        "address": Address,
+        "route": Route,
+        "sysctl": Sysctl,
+    }
+    return types[kind](**values)

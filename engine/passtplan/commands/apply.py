@@ -11,6 +11,7 @@ from passtplan.apply import apply_plan, forget_destroyed
 from passtplan.changes import Plan, read_saved_plan
 from passtplan.commands.check import run_lab_checks
 from passtplan.commands.common import confirm, load
+from passtplan.commands.rollback import undo_last_apply
 from passtplan.desired import lab_id
 from passtplan.engine import (
     ClusterFlags,
@@ -35,6 +36,7 @@ def run(
     destroy: bool = False,
     flags: ClusterFlags | None = None,
     lock_timeout: float = 0.0,
+    rollback_on_failure: bool = False,
 ) -> int:
     saved = read_saved_plan(path)
     if saved is not None:
@@ -54,14 +56,20 @@ def run(
         store = store_for(loaded, sandbox=sandbox)
         plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
         sys.stdout.write(plan_text(plan))
+        failed = 0
         if plan.pending:
             verb = "destroy everything this lab made" if destroy else "perform these actions"
             confirm(f"\nDo you really want to {verb}?", auto_approve=auto_approve)
-            if _execute(plan, session, store, cluster):
-                return 1
+            failed = _execute(plan, session, store, cluster)
         elif destroy:
             forget_destroyed(plan, session, store)
-    return 0 if destroy else run_lab_checks(loaded, sandbox=sandbox)
+        if destroy:
+            return failed
+        failed = failed or run_lab_checks(loaded, sandbox=sandbox)
+        if failed and rollback_on_failure and plan.pending:
+            print("\nThe apply failed: rolling it back (--rollback-on-failure).")
+            undo_last_apply(loaded, plan.desired, session, store, cluster)
+        return failed
 
 
 def _run_saved(
