@@ -8,7 +8,7 @@ import pytest
 
 from passtplan import resources as res
 from passtplan.changes import Action, Change
-from passtplan.desired import Desired, desired_state, destroy_target
+from passtplan.desired import Desired, desired_state, destroy_target, netns_name
 from passtplan.diff import ConflictError, diff
 from passtplan.graph import CycleError, batched_graph, build_graph, to_dot, to_mermaid
 from passtplan.lang.loader import load_lab
@@ -403,3 +403,9 @@ def test_the_graph_renders_as_dot_and_mermaid() -> None:
     assert to_mermaid(graph) == (
         'flowchart LR\n  n0["link.a/v0<br/>create"]\n  n1["netns.a<br/>create"]\n  n1 --> n0\n'
     )
+
+
+def test_no_two_labs_name_the_same_namespace() -> None:
+    """A dash joined `rzq` + `a-b` and `rzq-a` + `b` into one name; a dot is in no DNS label."""
+    assert netns_name("rzq", "a-b") != netns_name("rzq-a", "b")
+    assert netns_name("rzq", "vm.a") != netns_name("rzq", "vm-a")  # a guest is no namespace
