@@ -65,7 +65,10 @@ def _apply_plan(
     journal: bool,
 ) -> ApplyReport:
     started = time.perf_counter()
-    before = live_digest(plan.state) if journal else ""  # the record changes as the walk goes
+    # Taken now: the record changes as the walk goes. A destroy has no way back (its journal
+    # goes with the lab), so it keeps none.
+    journal = journal and not plan.destroy
+    before = live_digest(plan.state) if journal else ""
     graph = plan.graph
     applier = Applier(ApplyContext(session, plan.desired, store, cluster))
     members: dict[str, Outcome] = {}

@@ -154,7 +154,11 @@ def _make_plan(
     cluster: ClusterContext | None,
 ) -> Plan:
     desired = desired_state(
-        loaded.lab, sandbox=sandbox, manifests=loaded.manifests, open_files=open_files_limit()
+        loaded.lab,
+        sandbox=sandbox,
+        manifests=loaded.manifests,
+        open_files=open_files_limit(),
+        links_only=destroy,  # a destroy wants none of the lab's addresses, routes or sysctls
     )
     check_names(desired, store.path.parent.parent, loaded.path)  # before anything is read
     if destroy:
