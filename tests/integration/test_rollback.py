@@ -81,10 +81,24 @@ def test_failed_checks_roll_the_apply_back(make_lab: Callable[[str], Lab]) -> No
     failing = AFTER + "checks:\n  - {from: a, ping: 10.0.0.99, timeout: 1}\n"
     lab.path.write_text(failing.replace("LABNAME", lab.name))
     result = lab.run("apply", str(lab.path), "--auto-approve", "--rollback-on-failure", code=1)
-    assert "rolling it back (--rollback-on-failure)" in result.output
+    assert "The apply failed: rolling it back (rollback on failure)." in result.output
     assert "the live state is as before that apply" in result.output
     assert state(lab) == before
     plan = json.loads(lab.run("plan", str(lab.path), "--json").stdout)
     assert any(c["actions"] != ["no-op"] for c in plan["changes"])  # the failed apply, to redo
+    lab.destroy()
+    assert lab.leftovers() == []
+
+
+def test_a_lab_can_ask_to_be_rolled_back_on_failure(make_lab: Callable[[str], Lab]) -> None:
+    lab = make_lab(BEFORE)
+    lab.apply()
+    before = state(lab)
+    failing = AFTER + "checks:\n  - {from: a, ping: 10.0.0.99, timeout: 1}\n"
+    failing += "settings: {rollback: on-failure}\n"
+    lab.path.write_text(failing.replace("LABNAME", lab.name))
+    result = lab.run("apply", str(lab.path), "--auto-approve", code=1)
+    assert "the live state is as before that apply" in result.output
+    assert state(lab) == before
     lab.destroy()
     assert lab.leftovers() == []

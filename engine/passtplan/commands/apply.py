@@ -66,8 +66,9 @@ def run(
         if destroy:
             return failed
         failed = failed or run_lab_checks(loaded, sandbox=sandbox)
-        if failed and rollback_on_failure and plan.pending:
-            print("\nThe apply failed: rolling it back (--rollback-on-failure).")
+        wanted = rollback_on_failure or loaded.lab.settings.rollback == "on-failure"
+        if failed and wanted and plan.pending:
+            print("\nThe apply failed: rolling it back (rollback on failure).")
             undo_last_apply(loaded, plan.desired, session, store, cluster)
         return failed
 

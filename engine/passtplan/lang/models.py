@@ -332,6 +332,16 @@ class Sandbox(Spec):
     )
 
 
+class Settings(Spec):
+    """How passtplan runs this lab."""
+
+    rollback: Literal["never", "on-failure"] = Field(
+        default="never",
+        description="on-failure: when an action or a check fails, apply undoes what it did "
+        "(as apply --rollback-on-failure).",
+    )
+
+
 class Lab(Spec):
     api_version: Literal["passtplan/v1alpha1"] = Field(alias="apiVersion")
     kind: Literal["Lab"]
@@ -340,3 +350,4 @@ class Lab(Spec):
     namespaces: dict[Name, Namespace] = Field(default_factory=dict)
     checks: tuple[Check, ...] = ()
     sandbox: Sandbox = Field(default_factory=Sandbox)
+    settings: Settings = Field(default_factory=Settings)
