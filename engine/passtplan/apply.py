@@ -148,22 +148,29 @@ def interruptible(stop: threading.Event) -> Iterator[None]:
 
 
 KILL_AFTER = "PASSTPLAN_TEST_KILL_AFTER"  # the crash tests' hook: SIGKILL after K actions
+FAIL_AT = "PASSTPLAN_TEST_FAIL_AT"  # the rollback tests' hook: the K-th action fails
 
 
 def _killed_after_test_hook(visit: Callable[[str], str]) -> Callable[[str], str]:
-    """With PASSTPLAN_TEST_KILL_AFTER=K in the environment, the process kills itself as the
-    K-th action finishes, as a kill between two actions would (tests/integration/test_crash)."""
-    limit = os.environ.get(KILL_AFTER)
-    if not limit:
+    """The tests' hooks, from the environment: with PASSTPLAN_TEST_KILL_AFTER=K the process
+    kills itself as the K-th action finishes, as a kill between two actions would
+    (tests/integration/test_crash); with PASSTPLAN_TEST_FAIL_AT=K the K-th action fails
+    instead of running, as a failing step would (tests/integration/test_rollback)."""
+    # The failure is for this walk only: a rollback that follows in this process runs clean.
+    kill, fail = os.environ.get(KILL_AFTER), os.environ.pop(FAIL_AT, None)
+    if not kill and not fail:
         return visit
     count = itertools.count(1)
     lock = threading.Lock()
 
     def counted(node: str) -> str:
-        note = visit(node)
         with lock:
-            if next(count) >= int(limit):
-                os.kill(os.getpid(), signal.SIGKILL)
+            number = next(count)
+        if fail and number == int(fail):
+            raise PasstplanError(f"failed by the test hook ({FAIL_AT}={fail})")
+        note = visit(node)
+        if kill and number >= int(kill):
+            os.kill(os.getpid(), signal.SIGKILL)
         return note
 
     return counted

@@ -17,7 +17,7 @@ from passtplan import inputs
 from passtplan import resources as res
 from passtplan.apply import UNDO, apply_plan, live_digest
 from passtplan.changes import Action, ApplyReport, Change, Plan, fingerprint
-from passtplan.desired import Desired
+from passtplan.desired import Desired, netns_name
 from passtplan.engine import observe_state
 from passtplan.errors import PasstplanError
 from passtplan.lang.loader import LoadedLab
@@ -33,7 +33,7 @@ class RollbackReport:
     undone: int
 
 
-def undo_changes(entries: list[dict[str, Any]]) -> list[Change]:
+def undo_changes(entries: list[dict[str, Any]], lab: str) -> list[Change]:
     """Pure: the journal's entries of one apply -> the changes that undo them. What the undo
     removes from a namespace it also removes goes with that namespace."""
     changes = []
@@ -49,14 +49,25 @@ def undo_changes(entries: list[dict[str, Any]]) -> list[Change]:
     dropped = {
         c.address for c in changes if c.action is Action.DELETE and c.address.startswith("netns.")
     }
-    return [_covered(c, dropped) for c in changes]
-
-
-def _covered(change: Change, dropped: set[str]) -> Change:
-    namespace = getattr(change.resource, "namespace", None)
-    if change.action is Action.DELETE and f"netns.{namespace}" in dropped:
-        return dataclasses.replace(change, covered_by=f"netns.{namespace}")
-    return change
+    # A sandbox VM removed takes its pod's namespace (LAB.N) and all in it.
+    pods = {
+        c.resource.launcher: c.address
+        for c in changes
+        if c.action is Action.DELETE and isinstance(c.resource, res.Vm)
+    }
+    undone = []
+    for change in changes:
+        namespace = getattr(change.resource, "namespace", None)
+        pod = pods.get(netns_name(lab, namespace)) if namespace else None
+        if pod is not None and change.action is not Action.DELETE:
+            continue  # nothing to make again in a pod that goes
+        if pod is not None:
+            undone.append(dataclasses.replace(change, covered_by=pod))
+        elif change.action is Action.DELETE and f"netns.{namespace}" in dropped:
+            undone.append(dataclasses.replace(change, covered_by=f"netns.{namespace}"))
+        else:
+            undone.append(change)
+    return undone
 
 
 def last_apply(store: OwnershipStore) -> dict[str, Any]:
@@ -83,7 +94,7 @@ def rollback(
     from passtplan.graph import batched_graph  # noqa: PLC0415 - networkx, only when rolling back
 
     last = last_apply(store)
-    changes = undo_changes(last["entries"])
+    changes = undo_changes(last["entries"], desired.lab)
     state = observe_state(desired, session, store, cluster)
     graph = batched_graph(changes, desired)
     plan = Plan(loaded, desired, state, changes, fingerprint(state), graph)
@@ -93,6 +104,8 @@ def rollback(
     )
     if restored:
         _drop_last_line(store.path.parent / JOURNAL)
+        if not store.path.exists() and not (store.path.parent / JOURNAL).read_bytes():
+            store.forget_all()  # back to before the lab's first apply: nothing of it is left
     return RollbackReport(report, restored, len(changes))
 
 

@@ -4,10 +4,16 @@ undoes a failed one; either way the live state is as it was before that apply.""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 
+from passtplan.apply import FAIL_AT
+from tests.conftest import PLANS
 from tests.integration.conftest import Lab, ip_json
 
+CLI = [sys.executable, "-m", "passtplan"]
 BEFORE = """
 apiVersion: passtplan/v1alpha1
 kind: Lab
@@ -102,3 +108,30 @@ def test_a_lab_can_ask_to_be_rolled_back_on_failure(make_lab: Callable[[str], La
     assert state(lab) == before
     lab.destroy()
     assert lab.leftovers() == []
+
+
+def test_each_failing_step_of_the_seed_is_rolled_back(
+    make_lab: Callable[[str], Lab],
+) -> None:
+    """The seed lab in the sandbox, made to fail at each of its actions with
+    --rollback-on-failure: every time, the live state is as before the apply (nothing)."""
+    seed = PLANS / "passt-macvlan"
+    text = (seed / "lab.yaml").read_text().replace("name: passt-macvlan\n", "name: LABNAME\n", 1)
+    probe = make_lab(text)
+    (probe.directory / "passt-vm.yaml").write_text((seed / "passt-vm.yaml").read_text())
+    plan = json.loads(probe.run("plan", str(probe.path), "--sandbox", "--json").stdout)
+    total = sum(1 for c in plan["changes"] if c["actions"] != ["no-op"])
+    for step in range(1, total + 1):
+        lab = make_lab(text)
+        (lab.directory / "passt-vm.yaml").write_text((seed / "passt-vm.yaml").read_text())
+        result = subprocess.run(
+            [*CLI, "apply", str(lab.path), "--sandbox", "--auto-approve", "--rollback-on-failure"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, FAIL_AT: str(step)},
+            check=False,
+        )
+        assert result.returncode == 1, result.stdout
+        assert "the live state is as before that apply" in result.stdout, (step, result.stdout)
+        assert lab.leftovers() == [], step

@@ -114,6 +114,7 @@ class OwnershipStore:
 
         owned.addresses = {a for a in owned.addresses if not inside(a)}
         owned.routes = {a for a in owned.routes if not inside(a)}
+        owned.links = {a for a in owned.links if not inside(a)}
         owned.sysctls = {a: v for a, v in owned.sysctls.items() if not inside(a)}
         owned.foreign = {a: v for a, v in owned.foreign.items() if not inside(a)}
         self._released = set()
