@@ -30,6 +30,12 @@ if os.geteuid() != 0:
     pytest.skip("integration tests need root", allow_module_level=True)
 
 
+def unique_pod_ip() -> str:
+    """A pod IP no other lab on the machine holds (the seed's sandbox holds 10.233.70.4)."""
+    host = f"{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+    return f"100.{secrets.choice(range(64, 128))}.{host}"
+
+
 def ip(*args: str, netns: str | None = None, check: bool = True) -> str:
     """The test's own hands: `ip` is how a person builds foreign state (the engine never does)."""
     argv = ["ip", *(["-n", netns] if netns else []), *args]

@@ -17,11 +17,14 @@ import pytest
 from passtplan.providers import resolve
 from passtplan.providers.ownership import RUN_DIR
 from tests.conftest import PLANS
-from tests.integration.conftest import Lab, ip, ip_json
+from tests.integration.conftest import Lab, ip, ip_json, unique_pod_ip
 from tests.integration.test_resolve import LAUNCHER
 from tests.kube.fake_apiserver import ClusterConfig, FakeCluster
 
 UID = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a"
+# Unique to the run: the pod-IP strategy finds whichever namespace holds it, and a sandbox lab left
+# up holds the seed's 10.233.70.4.
+POD_IP = unique_pod_ip()
 VM = """apiVersion: kubevirt.io/v1
 kind: VirtualMachine
 metadata: {name: vm1}
@@ -91,7 +94,7 @@ def node(tmp_path: Path, foreign_netns: Callable[[str], str]) -> Iterator[Node]:
     pod = foreign_netns("cni-pod")  # the CNI made it, with its eth0 and the pod IP
     cni = foreign_netns("cni")
     ip("link", "add", "eth0", "netns", pod, "type", "veth", "peer", "name", "cali1", "netns", cni)
-    ip("address", "add", "10.233.70.4/32", "dev", "eth0", netns=pod)
+    ip("address", "add", f"{POD_IP}/32", "dev", "eth0", netns=pod)
     ip("link", "set", "eth0", "up", netns=pod)
     this = Node(tmp_path, pod)
     yield this
@@ -100,6 +103,7 @@ def node(tmp_path: Path, foreign_netns: Callable[[str], str]) -> Iterator[Node]:
 
 def cluster_for(this: Node, **config: Any) -> FakeCluster:
     """A fake cluster whose launcher pods start on this node (use it in a with statement)."""
+    config.setdefault("pod_ip", POD_IP)
     return FakeCluster(ClusterConfig(pod_uids=[UID], on_pod=this.start_launcher, **config))
 
 
@@ -133,7 +137,7 @@ def test_plan_apply_resolve_swap_converge_destroy(
         assert "link.pod/macvlan1 will be created (found at apply time)" in plan
         assert "state: (known after apply)" in plan
         applied = lab.apply(*flags(lab, node, "--wait", "20")).stdout
-        assert "vm.vm1: applied; Running and Ready on node1, IP 10.233.70.4" in applied
+        assert f"vm.vm1: applied; Running and Ready on node1, IP {POD_IP}" in applied
         assert "by its launcher socket peer credentials; attached as" in applied
         assert "Checks: 1 passed, 0 failed, 0 skipped." in applied
         vm = cluster.store.objects[("virtualmachines", "default", "vm1")]
@@ -147,7 +151,7 @@ def test_plan_apply_resolve_swap_converge_destroy(
         assert ip_json("route", "show", "default", netns=node.pod_netns)[0]["gateway"] == "10.7.0.1"
         lab.converged(*flags(lab, node)[:2])
         shown = lab.plan(*flags(lab, node)[:2]).stdout
-        assert "vm.vm1: default/vm1 Running on node1, IP 10.233.70.4" in shown
+        assert f"vm.vm1: default/vm1 Running on node1, IP {POD_IP}" in shown
         lab.destroy(*flags(lab, node)[:2])
         assert ("virtualmachines", "default", "vm1") not in cluster.store.objects
         assert lab.leftovers() == []
@@ -201,7 +205,7 @@ def test_launcher_pod_on_another_node(make_lab: Callable[[str], Lab], node: Node
         shown = lab.plan(*flags(lab, node)[:4], code=None).stdout
     assert "runs on node node2, not on this node (node1): run passtplan on node2" in result
     assert (
-        "vm.vm1: default/vm1 Running on node2, IP 10.233.70.4 "
+        f"vm.vm1: default/vm1 Running on node2, IP {POD_IP} "
         "(not this node, node1: run passtplan on node2)"
     ) in shown
 
@@ -572,7 +576,7 @@ def test_outside_the_hosts_pid_namespace_the_resolver_says_so_and_falls_through(
     assert resolve.shares_host_pid_namespace()  # the tests run on the host
     pod = {"metadata": {"uid": UID}}
     node.start_launcher(pod)
-    found_pod = resolve.Pod("default", "virt-launcher-vm1-abcde", UID, "node1", "10.233.70.4")
+    found_pod = resolve.Pod("default", "virt-launcher-vm1-abcde", UID, "node1", POD_IP)
     base = {"kubelet": node.kubelet, "netns_dirs": (Path("/run/netns"),), "crictl": None}
     on_host = resolve.find_pod_netns(found_pod, resolve.NodePaths(**base, host_pid=True))  # type: ignore[arg-type]
     assert on_host.strategy == "launcher socket peer credentials"

@@ -4,7 +4,6 @@ found each way KubeVirt's node would show it."""
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -14,14 +13,12 @@ import pytest
 
 from passtplan.providers import resolve
 from passtplan.providers.resolve import NodePaths, Pod
-from tests.integration.conftest import ip
+from tests.integration.conftest import ip, unique_pod_ip
 
 UID = "5f0e6b1c-9a2d-4e3f-8b7a-1c2d3e4f5a6b"
 # Unique to the run: the pod-IP strategy finds whichever namespace holds it, and a sandbox lab left
 # up holds the seed's 10.233.70.4.
-POD_IP = (
-    f"100.{secrets.choice(range(64, 128))}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
-)
+POD_IP = unique_pod_ip()
 LAUNCHER = """
 import os, socket, sys
 server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
