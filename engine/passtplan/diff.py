@@ -12,6 +12,7 @@ Rules, in the spirit of nmstate and Terraform:
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -262,6 +263,7 @@ def _links(work: _Diff) -> None:
         current = observed_ns.links.get(link.name) if observed_ns else None
         _link_change(work, link, current)
     _cascade_recreation(work)
+    _restored_links(work)
     for ns, name in sorted(desired.absent_links):
         observed_ns = work.observed(ns)
         current = observed_ns.links.get(name) if observed_ns else None
@@ -465,6 +467,28 @@ def _routes(work: _Diff) -> None:
                 else:
                     _delete(work, current, OWNED_REASON)
     _restored_routes(work)
+
+
+def _restored_links(work: _Diff) -> None:
+    """Links the lab did not make but changed (mtu, mac, master, up), no longer declared: their
+    attributes given back as they were before the lab (recorded when it changed them)."""
+    for address, value in sorted(work.state.owned.foreign.items()):
+        if not address.startswith("link.") or address in work.desired.links:
+            continue
+        previous = res.from_attributes(address, json.loads(value))
+        assert isinstance(previous, res.Link)
+        observed_ns = work.observed(previous.namespace)
+        current = observed_ns.links.get(previous.name) if observed_ns else None
+        if current is None or previous.namespace in work.dropped_namespaces:
+            continue
+        changed = res.update_fields(dataclasses.replace(previous, kind=current.kind), current)
+        if changed:
+            reason = "no longer in the plan: restored to " + _describe_values(changed, previous)
+            work.add(Change(address, Action.UPDATE, current, previous, reason, changed))
+
+
+def _describe_values(names: tuple[str, ...], resource: object) -> str:
+    return ", ".join(f"{n} {_show(getattr(resource, n))}" for n in names)
 
 
 def _restored_routes(work: _Diff) -> None:

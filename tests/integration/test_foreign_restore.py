@@ -1,5 +1,6 @@
-"""Foreign state given back: what the lab replaced or removed but did not make (a route, a
-sysctl) is recorded before the change and restored exactly when the lab is destroyed."""
+"""Foreign state given back: what the lab replaced, removed or changed but did not make (a route,
+a sysctl, a link's attribute) is recorded before the change and restored exactly when the lab is
+destroyed."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ namespaces:
     links:
       lv0: {kind: veth, peer: f/lv1, addresses: [10.30.0.1/24]}
       lv1: {kind: veth, peer: f/lv0}
+      d1: {mtu: 1400}
     routes:
       - {to: default, via: 10.30.0.254, dev: lv0}
       - {to: 10.99.0.0/16, state: absent}
@@ -26,6 +28,9 @@ namespaces:
 
 def snapshot(netns: str) -> dict[str, object]:
     return {
+        "links": sorted(
+            (link["ifname"], link["mtu"]) for link in ip_json("link", "show", netns=netns)
+        ),
         "routes": ip_json("route", "show", "table", "all", netns=netns),
         "forward": ip("netns", "exec", netns, "cat", "/proc/sys/net/ipv4/ip_forward"),
     }
@@ -52,6 +57,7 @@ def test_destroy_gives_back_a_replaced_route_and_sysctl(
     assert routes["default"]["gateway"] == "10.30.0.254"
     assert "10.99.0.0/16" not in routes
     assert snapshot(netns)["forward"] == "1\n"
+    assert ("d1", 1400) in snapshot(netns)["links"]  # type: ignore[operator]
     lab.converged()
 
     result = lab.destroy()
@@ -60,6 +66,7 @@ def test_destroy_gives_back_a_replaced_route_and_sysctl(
         "route.f[default]": "restored to via 10.20.0.254 dev d0",
         "route.f[10.99.0.0/16]": "restored to via 10.20.0.254 dev d0",
         "sysctl.f[net.ipv4.ip_forward]": "restored to 0",
+        "link.f/d1": "restored to mtu 1500",
     }
     for address, reason in reasons.items():
         assert f"# {address} " in plan_part

@@ -125,7 +125,15 @@ def _apply(ctx: ApplyContext, change: Change) -> str:
         made = _create(ctx, link)
         _configure(ctx, link, declared, created=True)
         return made
+    before = change.before
+    restoring = change.address not in ctx.desired.links
+    if isinstance(before, res.Link) and before.owner != ctx.desired.owner and not restoring:
+        # a link the lab did not make: what it was goes into the record first, to give back
+        ctx.store.remember_foreign(change.address, before)
     _configure(ctx, link, change.changed, created=False)
+    if restoring:
+        ctx.store.forget_foreign(change.address)
+        return f"restored {', '.join(change.changed)}"
     return f"set {', '.join(change.changed)}"
 
 
