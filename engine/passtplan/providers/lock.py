@@ -36,18 +36,36 @@ def lab_lock(lab_key: str, command: str, timeout: float = 0.0) -> Iterator[None]
     """Hold the lab's lock for the block; wait up to `timeout` seconds for another holder."""
     path = lock_path(lab_key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            _acquire(fd, path, lab_key, max(0.0, deadline - time.monotonic()), timeout)
+        except BaseException:
+            os.close(fd)
+            raise
+        if _still_there(fd, path):
+            break
+        os.close(fd)  # the holder removed the file as it finished: lock the one now there
     try:
-        _acquire(fd, path, lab_key, timeout)
         holder = {"pid": os.getpid(), "command": command, "since": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         yield
     finally:
+        if not (path.parent.parent / lab_key).exists():
+            path.unlink(missing_ok=True)  # nothing of the lab is left: neither is its lock
         os.close(fd)  # releases the lock
 
 
-def _acquire(fd: int, path: Path, lab_key: str, timeout: float) -> None:
+def _still_there(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == path.stat().st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _acquire(fd: int, path: Path, lab_key: str, timeout: float, asked: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -55,7 +73,7 @@ def _acquire(fd: int, path: Path, lab_key: str, timeout: float) -> None:
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                raise LockedError(_held_message(path, lab_key, timeout)) from None
+                raise LockedError(_held_message(path, lab_key, asked)) from None
             time.sleep(POLL)  # polling the lock until the deadline
 
 
