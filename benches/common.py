@@ -62,6 +62,8 @@ def cleaned(prefix: str) -> Iterator[None]:
                 subprocess.run(["ip", "netns", "delete", name], check=False)
         for path in RUN_DIR.glob(f"{prefix}*"):
             shutil.rmtree(path, ignore_errors=True)
+        for path in (RUN_DIR / "locks").glob(f"{prefix}*"):  # the labs' lock files
+            path.unlink(missing_ok=True)
 
 
 def timed(work: Callable[[], object]) -> float:

@@ -81,6 +81,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield base
     for path in RUN_DIR.glob(f"{RUN_PREFIX}*"):
         shutil.rmtree(path, ignore_errors=True)
+    for path in (RUN_DIR / "locks").glob(f"{RUN_PREFIX}*"):  # the labs' lock files
+        path.unlink(missing_ok=True)
 
 
 def _saved(lab_file: Path, **fields: object) -> dict[str, object]:

@@ -132,6 +132,8 @@ def cleanup(prefix: str) -> None:
             ip("netns", "delete", name, check=False)
     for path in RUN_DIR.glob(f"{prefix}*"):
         shutil.rmtree(path, ignore_errors=True)
+    for path in (RUN_DIR / "locks").glob(f"{prefix}*"):  # the labs' lock files
+        path.unlink(missing_ok=True)
 
 
 @pytest.fixture
