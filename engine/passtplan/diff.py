@@ -372,10 +372,14 @@ def _link_change(work: _Diff, link: res.Link, current: res.Link | None) -> None:
 
 
 def _describe(names: tuple[str, ...], want: object, have: object) -> str:
-    return ", ".join(f"{n}: {_show(getattr(have, n))} -> {_show(getattr(want, n))}" for n in names)
+    return ", ".join(
+        f"{n}: {show_value(getattr(have, n))} -> {show_value(getattr(want, n))}" for n in names
+    )
 
 
-def _show(value: object) -> str:
+def show_value(value: object) -> str:
+    """An attribute's value as plans and verify errors write it: a reference as NS/NAME, no
+    value as `none`."""
     if isinstance(value, tuple):
         return "/".join(str(v) for v in value)
     return "none" if value in (None, "") else str(value)
@@ -488,7 +492,7 @@ def _restored_links(work: _Diff) -> None:
 
 
 def _describe_values(names: tuple[str, ...], resource: object) -> str:
-    return ", ".join(f"{n} {_show(getattr(resource, n))}" for n in names)
+    return ", ".join(f"{n} {show_value(getattr(resource, n))}" for n in names)
 
 
 def _restored_routes(work: _Diff) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from passtplan import resources as res
 from passtplan.changes import Action, Change
 from passtplan.desired import Desired
-from passtplan.diff import diff
+from passtplan.diff import diff, show_value
 
 
 @dataclass(frozen=True)
@@ -39,17 +39,13 @@ def _errors(change: Change) -> Iterator[VerifyError]:
             return
         case Action.UPDATE if change.changed:
             for name in change.changed:
-                want = _show(getattr(change.after, name))
-                yield VerifyError(change.address, name, want, _show(getattr(change.before, name)))
+                want = show_value(getattr(change.after, name))
+                yield VerifyError(
+                    change.address, name, want, show_value(getattr(change.before, name))
+                )
         case Action.CREATE | Action.READ:
             yield VerifyError(change.address, "", "present", "missing")
         case Action.DELETE:
             yield VerifyError(change.address, "", "absent", "present")
         case _:
             yield VerifyError(change.address, "", "as planned", f"{change.action} pending")
-
-
-def _show(value: object) -> str:
-    if isinstance(value, tuple):
-        return "/".join(str(part) for part in value)
-    return "none" if value in (None, "") else str(value)
