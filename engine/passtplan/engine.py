@@ -11,27 +11,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from passtplan import resources as res
 from passtplan.changes import Action, Change, Plan, fingerprint
 from passtplan.desired import Desired, desired_state, destroy_target, lab_id
 from passtplan.diff import diff
 from passtplan.errors import PasstplanError
-from passtplan.kubevirt import Install, early_eth0_removal, passt_form_error
 from passtplan.lang import models
 from passtplan.lang.loader import LoadedLab
 from passtplan.preflight import check_names
 from passtplan.providers.observe import observe
 from passtplan.providers.ownership import OwnershipStore
-from passtplan.providers.resolve import NodePaths
 from passtplan.providers.session import Session
-from passtplan.providers.vm_kubevirt import (
-    Cluster,
-    ClusterContext,
-    ClusterOptions,
-    observe_vms,
-    this_node,
-)
+
+if TYPE_CHECKING:  # the cluster's modules load only for labs that reach a cluster
+    from passtplan.kubevirt import Install
+    from passtplan.providers.vm_kubevirt import ClusterContext
 
 
 def require_root(command: str) -> None:
@@ -82,6 +78,9 @@ def cluster_context(
     """A connection to the cluster, for labs with VMs outside the sandbox; None otherwise."""
     if sandbox or not loaded.lab.vms:
         return None
+    from passtplan.providers.resolve import NodePaths
+    from passtplan.providers.vm_kubevirt import Cluster, ClusterContext, ClusterOptions, this_node
+
     flags = flags or ClusterFlags()
     options = ClusterOptions(flags.kubeconfig, flags.context, flags.wait)
     return ClusterContext(
@@ -108,6 +107,8 @@ def make_plan(
 
 def check_passt_forms(loaded: LoadedLab, install: Install) -> None:
     """Version-aware validation: a manifest whose passt form the cluster rejects is an error."""
+    from passtplan.kubevirt import early_eth0_removal, passt_form_error
+
     errors = [
         f"{loaded.path}: vms.{name}: {error}"
         for name, manifest in sorted(loaded.manifests.items())
@@ -139,6 +140,8 @@ def observe_state(
 ) -> res.State:
     state = observe(desired, store.owned, session, store)
     if cluster is not None:
+        from passtplan.providers.vm_kubevirt import observe_vms
+
         wanted = {n: v for n, v in desired.vms.items() if isinstance(v, res.ClusterVm)}
         state.vms.update(observe_vms(cluster.cluster, wanted, cluster.manifests, desired.lab))
     return state

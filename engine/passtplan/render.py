@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from passtplan import resources as res
 from passtplan.changes import Action, ApplyReport, Change, Plan, plan_document, plan_summary
-from passtplan.providers.checks import CheckResult
 from passtplan.walk import INTERRUPTED, Status
+
+if TYPE_CHECKING:  # the checks' probes load only when checks run
+    from passtplan.providers.checks import CheckResult
 
 SYMBOL = {
     Action.CREATE: "+",

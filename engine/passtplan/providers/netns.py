@@ -8,7 +8,6 @@ from passtplan import resources as res
 from passtplan.changes import Action, Change
 from passtplan.providers import kernel
 from passtplan.providers.context import ApplyContext, ApplyError
-from passtplan.providers.resolve import attach, find_pod_netns
 from passtplan.providers.session import namespace_file
 
 
@@ -74,6 +73,8 @@ def _find_on_node(ctx: ApplyContext, ns: res.Namespace) -> str:
             f"pod {pod.namespace}/{pod.name} runs on node {pod.node}, not on this node "
             f"({ctx.cluster.node}): run passtplan on {pod.node}",
         )
+    from passtplan.providers.resolve import attach, find_pod_netns  # noqa: PLC0415 - node labs only
+
     found = find_pod_netns(pod, ctx.cluster.paths)
     attach(ns.netns, found.path)
     return f"found pod {pod.namespace}/{pod.name} by its {found.strategy}; attached as {ns.netns}"

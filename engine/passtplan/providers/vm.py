@@ -7,8 +7,6 @@ from collections.abc import Iterator
 from passtplan import resources as res
 from passtplan.changes import Action, Change
 from passtplan.providers.context import ApplyContext, ApplyError
-from passtplan.providers.vm_kubevirt import vmi_address
-from passtplan.providers.vm_local import LocalVmDriver
 
 
 def depends_on(vm: res.Vm | res.ClusterVm) -> Iterator[str]:
@@ -19,6 +17,8 @@ def depends_on(vm: res.Vm | res.ClusterVm) -> Iterator[str]:
 def apply(ctx: ApplyContext, change: Change) -> str:
     if isinstance(change.resource, res.ClusterVm):
         return _cluster_vm(ctx, change)
+    from passtplan.providers.vm_local import LocalVmDriver  # noqa: PLC0415 - not to plan
+
     driver = LocalVmDriver(ctx.store)
     resource = change.resource
     assert isinstance(resource, res.Vm)
@@ -45,6 +45,8 @@ def apply(ctx: ApplyContext, change: Change) -> str:
 def _cluster_vm(ctx: ApplyContext, change: Change) -> str:
     if ctx.cluster is None:
         raise ApplyError(change.address, "a VM on a cluster needs a connection to it")
+    from passtplan.providers.vm_kubevirt import vmi_address  # noqa: PLC0415 - cluster labs only
+
     vm = change.resource
     assert isinstance(vm, res.ClusterVm)
     cluster = ctx.cluster.cluster
