@@ -1,0 +1,82 @@
+"""The seed lab's no-op plan in the sandbox: what a user waits for after every apply.
+
+Run as root from the repository root: `sudo .venv/bin/python -m benches.bench_seed_noop`. It
+copies the seed lab (plans/passt-macvlan) under a unique name, applies it in the sandbox
+(untimed), then times `passtplan plan DIR --sandbox` (a fresh interpreter each run, as a user
+runs it; median of N) beside a bare import of pydantic + typer + PyYAML measured in the same run,
+and destroys the copy, even on error. Target: under 0.5 s wall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benches.common import cleaned, unique
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = REPO / "plans/passt-macvlan"
+PY = sys.executable
+CLI = [PY, "-m", "passtplan"]
+TARGET = 0.5  # seconds of wall time
+
+
+def wall(argv: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        times.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-300:]}")
+    return statistics.median(times)
+
+
+def seed_copy(directory: Path, name: str) -> Path:
+    """The seed lab under another name, so a seed lab a user has up is left alone."""
+    for path in SEED.iterdir():
+        shutil.copy(path, directory / path.name)
+    lab = directory / "lab.yaml"
+    text = lab.read_text()
+    lab.write_text(text.replace("  name: passt-macvlan\n", f"  name: {name}\n", 1))
+    return directory
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=11)
+    parser.add_argument("--strict", action="store_true", help="exit 1 if the target is missed")
+    args = parser.parse_args()
+    name = unique("seed")
+    with tempfile.TemporaryDirectory() as tmp, cleaned(name):
+        lab = seed_copy(Path(tmp), name)
+        subprocess.run(
+            [*CLI, "apply", str(lab), "--sandbox", "--auto-approve"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            bare = wall([PY, "-c", "import pydantic, typer, yaml"], args.runs)
+            noop = wall([*CLI, "plan", str(lab), "--sandbox", "--detailed-exitcode"], args.runs)
+        finally:
+            subprocess.run(
+                [*CLI, "destroy", str(lab), "--sandbox", "--auto-approve"],
+                check=False,
+                stdout=subprocess.DEVNULL,
+            )
+    print(f"{'measurement':44} {'median ms':>10} {'x bare import':>14}")
+    print(f"{'import pydantic, typer, yaml':44} {bare * 1000:10.1f} {1.0:14.2f}")
+    print(f"{'passtplan plan SEED --sandbox (no-op)':44} {noop * 1000:10.1f} {noop / bare:14.2f}")
+    verdict = "met" if noop < TARGET else "MISSED"
+    print(f"\nno-op plan {noop:.3f} s (target < {TARGET} s): {verdict}")
+    return 1 if args.strict and noop >= TARGET else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
