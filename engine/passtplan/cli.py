@@ -274,7 +274,9 @@ def graph(
         GraphFormat, typer.Option("--format", help="Output format.", case_sensitive=False)
     ] = GraphFormat.DOT,
 ) -> None:
-    """Print the action graph of the plan."""
+    """Print the action graph of the plan (the order apply keeps, not the topology: see
+    diagram), without redundant edges: u -> v is left out when another path leads from u to v
+    (a transitive reduction)."""
     from passtplan.commands import graph as command
 
     _exit(lambda: command.run(path, sandbox=sandbox, fmt=fmt.value))
