@@ -86,6 +86,7 @@ def _legend(statuses: list[Status]) -> list[str]:
         return []
     lines = ['  subgraph legend["legend"]']
     for status in statuses:
-        lines.append(f'    legend_{status.value}["{_text(MEANING[status])}"]:::{status.value}')
+        meaning = _text(f"{status.value}: {MEANING[status]}")
+        lines.append(f'    legend_{status.value}["{meaning}"]:::{status.value}')
     lines.append("  end")
     return lines

@@ -26,11 +26,11 @@ class Status(StrEnum):
 
 MEANING = {
     Status.OK: "as declared",
-    Status.ABSENT: "declared state: absent",
+    Status.ABSENT: "the lab declares it absent",
     Status.OUTSIDE: "named by the lab, not made by it",
-    Status.MISSING: "missing: declared, not there",
-    Status.DRIFTED: "drifted: there, not as declared",
-    Status.FOREIGN: "foreign: there, not in the lab",
+    Status.MISSING: "declared, not there",
+    Status.DRIFTED: "there, not as declared",
+    Status.FOREIGN: "there, not in the lab",
 }
 LIVE_STATUSES = (Status.OK, Status.MISSING, Status.DRIFTED, Status.FOREIGN)
 # An edge takes the first of these its ends have: a wire to a missing port is missing too.
@@ -204,7 +204,7 @@ class _Builder:
         lines = [Line(text) for text in _link_facts(link)]
         change = self.changes.get(link.address)
         if change is not None and change.action in (Action.UPDATE, Action.REPLACE):
-            lines.append(Line("differs: " + ", ".join(change.changed), Status.DRIFTED))
+            lines.append(Line(_differences(change), Status.DRIFTED))
         lines += self._addresses(link.namespace, link.name)
         status = self._status(link.address)
         node = Node(link.address, self._box_for(link.namespace), link.name, lines, status)
@@ -454,6 +454,12 @@ def _link_facts(link: res.Link) -> Iterable[str]:
         yield f"mac {link.mac}"
     if link.up is False:
         yield "down"
+
+
+def _differences(change: Change) -> str:
+    """What a drifted link is now, where it differs: `live mtu 1400`."""
+    live = res.attributes(change.before) or {}
+    return "live " + ", ".join(f"{name} {live.get(name)}" for name in change.changed)
 
 
 def _route_text(route: res.Route, *, absent: bool) -> str:
