@@ -177,6 +177,9 @@ def test_live_marks_missing_drifted_and_foreign() -> None:
     foreign = dot.label("link.a/dummy9")
     assert 'color="gray60"' in foreign and "192.168.9.9/24" in foreign
     assert "link.a/lo" not in dot.nodes
+    assert 'color="darkorange"' in dot.label("link.a/old0")  # declared absent, still there
+    assert 'color="gray55"' in dot.label("link.c/eth0")  # only declared absent: c is not there
+    assert 'COLOR="black"' in dot.label("routes.b")  # the route is there, as declared
     assert 'color="red"' in dot.edges["link.b/mv0", "link.b/br0"]  # a wire to a missing port
     assert "dir=none" in dot.edges["link.a/v0", "link.b/v0"]
     for word in ("missing", "drifted", "foreign"):

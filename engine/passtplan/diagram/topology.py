@@ -220,9 +220,9 @@ class _Builder:
 
     def _absent_link(self, namespace: str, name: str) -> None:
         address = link_id(namespace, name)
-        status = Status.ABSENT
-        if self.live and address in self.changes:
-            status = Status.DRIFTED  # still there
+        change = self.changes.get(address)
+        # still there; a deferred removal is of a namespace not found now, so nothing is there
+        status = Status.DRIFTED if change is not None and not change.deferred else Status.ABSENT
         lines = [Line("state: absent")]
         node = Node(address, self._box_for(namespace), name, lines, status)
         self.topology.nodes[address] = node
