@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,8 +154,7 @@ def test_mermaid_draws_the_same_picture() -> None:
         ("vxlan-pair.dot", "vxlan-pair", False, to_dot),
     ],
 )
-def test_golden(name: str, lab: str, sandbox: bool, writer: object) -> None:
-    assert callable(writer)
+def test_golden(name: str, lab: str, sandbox: bool, writer: Callable[[Topology], str]) -> None:
     compare(GOLDEN / name, writer(topology(lab, sandbox=sandbox)))
 
 
