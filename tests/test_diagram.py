@@ -121,7 +121,7 @@ def test_veths_bridges_and_vxlans() -> None:
     vxlan = parse(to_dot(topology("vxlan-pair")))
     assert "remote 192.0.2.2" in vxlan.label("link.left/vxlan42")
     assert "198.51.100.1/24" in vxlan.label("link.left/vxlan42")
-    assert "underlay" in vxlan.edges["link.left/vxlan42", "link.left/eth0"]
+    assert "vxlan 42 to 192.0.2.2" in vxlan.edges["link.left/vxlan42", "link.left/eth0"]
     assert "vni 42" in vxlan.edges["link.left/vxlan42", "link.right/vxlan42"]
     assert "dir=none" in vxlan.edges["link.left/eth0", "link.right/eth0"]
     trio = parse(to_dot(topology("bridge-trio")))

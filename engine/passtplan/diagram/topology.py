@@ -254,7 +254,8 @@ class _Builder:
             label = f"{link.kind} {link.mode}" if link.mode else str(link.kind)
             self._edge(node.id, port(link.parent), EdgeKind.PARENT, label)
         if link.dev is not None:
-            self._edge(node.id, port((link.namespace, link.dev)), EdgeKind.PARENT, "underlay")
+            label = _vxlan_tie(link)
+            self._edge(node.id, port((link.namespace, link.dev)), EdgeKind.PARENT, label)
         if link.master:
             self._edge(node.id, port((link.namespace, link.master)), EdgeKind.PORT)
 
@@ -454,6 +455,12 @@ def _link_facts(link: res.Link) -> Iterable[str]:
         yield f"mac {link.mac}"
     if link.up is False:
         yield "down"
+
+
+def _vxlan_tie(link: res.Link) -> str:
+    """What the tie of a vxlan to its underlay says: `vxlan 42 to 192.0.2.2`."""
+    far = f" to {link.remote}" if link.remote else f" group {link.group}" if link.group else ""
+    return f"vxlan {link.vni}{far}" if link.vni is not None else f"vxlan{far}"
 
 
 def _differences(change: Change) -> str:
