@@ -56,7 +56,15 @@ PURE = ("pyroute2", "kubernetes", "subprocess", "passtplan.providers")
 
 @pytest.mark.parametrize(
     "path",
-    module_files("changes.py", "diff.py", "verify.py", "desired.py", "subnets.py", "resources.py"),
+    module_files(
+        "changes.py",
+        "diff.py",
+        "verify.py",
+        "desired.py",
+        "subnets.py",
+        "resources.py",
+        "diagram",
+    ),
     ids=lambda p: p.name,
 )
 def test_the_pure_stages_touch_no_kernel_or_cluster(path: Path) -> None:
@@ -67,7 +75,9 @@ CONSUMERS_MUST_NOT = ("passtplan.diff", "passtplan.engine", "passtplan.apply", "
 
 
 @pytest.mark.parametrize(
-    "path", module_files("providers", "render.py", "changes.py"), ids=lambda p: p.name
+    "path",
+    module_files("providers", "render.py", "changes.py", "diagram"),
+    ids=lambda p: p.name,
 )
 def test_consumers_of_changes_import_the_change_module_not_the_algorithm(path: Path) -> None:
     assert offending(path, CONSUMERS_MUST_NOT) == []

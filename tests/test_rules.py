@@ -10,7 +10,14 @@ from passtplan import resources as res
 from passtplan.changes import Action, Change
 from passtplan.desired import Desired, desired_state, destroy_target, netns_name
 from passtplan.diff import ConflictError, diff
-from passtplan.graph import CycleError, batched_graph, build_graph, to_dot, to_mermaid
+from passtplan.graph import (
+    CycleError,
+    batched_graph,
+    build_graph,
+    to_dot,
+    to_mermaid,
+    without_redundant_edges,
+)
 from passtplan.lang.loader import load_lab
 from passtplan.subnets import SubnetIndex
 from passtplan.verify import VerifyError, verify
@@ -403,6 +410,17 @@ def test_the_graph_renders_as_dot_and_mermaid() -> None:
     assert to_mermaid(graph) == (
         'flowchart LR\n  n0["link.a/v0<br/>create"]\n  n1["netns.a<br/>create"]\n  n1 --> n0\n'
     )
+
+
+def test_the_drawn_graph_leaves_out_edges_another_path_implies() -> None:
+    ns = res.Namespace("a", "g-a", res.NamespaceRole.CREATED)
+    bridge = res.Link("a", "br0", kind="bridge")
+    port = res.Link("a", "p0", kind="bridge", master="br0")
+    graph = build_graph([_create(ns), _create(bridge), _create(port)], Desired(LAB, False))
+    assert graph.has_edge("netns.a", "link.a/p0")  # the namespace first, and the bridge first
+    reduced = without_redundant_edges(graph)
+    assert sorted(reduced.edges) == [("link.a/br0", "link.a/p0"), ("netns.a", "link.a/br0")]
+    assert reduced.nodes["link.a/p0"]["change"] == graph.nodes["link.a/p0"]["change"]
 
 
 def test_no_two_labs_name_the_same_namespace() -> None:

@@ -37,6 +37,13 @@ class GraphFormat(StrEnum):
     MERMAID = "mermaid"
 
 
+class DiagramFormat(StrEnum):
+    SVG = "svg"
+    PNG = "png"
+    DOT = "dot"
+    MERMAID = "mermaid"
+
+
 PlanFiles = Annotated[
     list[Path],
     typer.Argument(help="Lab files to check.", metavar="PLAN"),
@@ -267,10 +274,65 @@ def graph(
         GraphFormat, typer.Option("--format", help="Output format.", case_sensitive=False)
     ] = GraphFormat.DOT,
 ) -> None:
-    """Print the action graph of the plan."""
+    """Print the action graph of the plan (the order apply keeps, not the topology: see
+    diagram), without redundant edges: u -> v is left out when another path leads from u to v
+    (a transitive reduction)."""
     from passtplan.commands import graph as command
 
     _exit(lambda: command.run(path, sandbox=sandbox, fmt=fmt.value))
+
+
+@app.command()
+def diagram(
+    path: PlanFile,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox", help="Draw the lab as --sandbox builds it, with its surroundings."
+        ),
+    ] = False,
+    fmt: Annotated[
+        DiagramFormat | None,
+        typer.Option(
+            "--format",
+            help="svg and png are drawn by Graphviz's dot (apt-get install graphviz). "
+            "Default: the --out suffix's (.svg, .png, .dot, .gv, .mmd), else dot.",
+            case_sensitive=False,
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the picture there, not to stdout.", metavar="FILE"),
+    ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Observe the lab as plan does and colour what differs: missing (red, dashed), "
+            "drifted (orange), foreign (grey). Needs root.",
+        ),
+    ] = False,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+) -> None:
+    """Draw the lab: namespaces, links and their addresses, wires, gateways, VMs and passt.
+
+    DOT goes to stdout, as `terraform graph`: `passtplan diagram PLAN | dot -Tsvg > lab.svg`;
+    or `--out lab.svg` draws it. `graph` draws the action graph instead."""
+    from passtplan.commands import diagram as command
+
+    flags = _flags(kubeconfig, context, None, "/var/lib/kubelet", 300.0)
+    _exit(
+        lambda: command.run(
+            path,
+            sandbox=sandbox,
+            fmt=fmt.value if fmt else None,
+            out=out,
+            live=live,
+            flags=flags,
+        )
+    )
 
 
 def _flags(

@@ -221,6 +221,14 @@ def _gateway_addresses_first(edges: Edges, changes: list[Change]) -> None:
             edges[made].add(change.address)
 
 
+def without_redundant_edges(graph: nx.DiGraph) -> nx.DiGraph:
+    """The same order with only the edges that decide it: u -> v goes when another path leads
+    from u to v (a transitive reduction), as a person reading the drawing wants it."""
+    reduced = nx.transitive_reduction(graph)
+    reduced.add_nodes_from(graph.nodes(data=True))
+    return reduced
+
+
 def to_dot(graph: nx.DiGraph) -> str:
     lines = ["digraph passtplan {", "  rankdir=LR;", '  node [shape=box, fontname="monospace"];']
     for node in sorted(graph.nodes):

@@ -1,4 +1,5 @@
-"""`passtplan graph`: the action graph of a plan, in DOT or Mermaid."""
+"""`passtplan graph`: the action graph of a plan, in DOT or Mermaid, without the edges another
+path implies."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from passtplan.commands.common import load
 from passtplan.engine import make_plan, require_root, store_for
-from passtplan.graph import build_graph, to_dot, to_mermaid
+from passtplan.graph import build_graph, to_dot, to_mermaid, without_redundant_edges
 from passtplan.providers.session import Session
 
 
@@ -18,6 +19,6 @@ def run(path: Path, *, sandbox: bool, fmt: str) -> int:
         plan = make_plan(
             loaded, session, store_for(loaded, sandbox=sandbox), sandbox=sandbox, destroy=False
         )
-    graph = build_graph(plan.changes, plan.desired)
+    graph = without_redundant_edges(build_graph(plan.changes, plan.desired))
     sys.stdout.write(to_dot(graph) if fmt == "dot" else to_mermaid(graph))
     return 0
