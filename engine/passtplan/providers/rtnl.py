@@ -15,11 +15,14 @@ import queue
 import select
 import socket
 import struct
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
 from typing import cast
+
+from passtplan.log import traced
 
 NLMSG = struct.Struct("=IHHII")  # length, type, flags, sequence, port
 IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
@@ -57,6 +60,19 @@ CHUNK = 256  # requests per write; their acks fit the receive buffer with room t
 RECV_SIZE = 1 << 20
 
 _sequence = count(1 << 20)
+# Message types by name, for --verbose (RTM_NEWLINK and the others are defined further down).
+MESSAGE_NAMES = {
+    16: "RTM_NEWLINK",
+    17: "RTM_DELLINK",
+    18: "RTM_GETLINK",
+    20: "RTM_NEWADDR",
+    21: "RTM_DELADDR",
+    22: "RTM_GETADDR",
+    24: "RTM_NEWROUTE",
+    25: "RTM_DELROUTE",
+    26: "RTM_GETROUTE",
+    90: "RTM_GETNSID",
+}
 
 
 class _Buffers:
@@ -155,6 +171,16 @@ def _receive(sock: socket.socket) -> Iterator[tuple[int, int, int, memoryview]]:
         offset += _align(length)
 
 
+def _message_name(kind: int) -> str:
+    return MESSAGE_NAMES.get(kind, str(kind))
+
+
+def _describe_requests(sock: socket.socket, requests: list[bytes]) -> str:
+    kinds = Counter(_message_name(NLMSG.unpack_from(r)[1]) for r in requests)
+    return f"netlink {len(requests)} requests ({', '.join(f'{n} {k}' for k, n in kinds.items())})"
+
+
+@traced(lambda sock, kind, family=0: f"netlink dump {_message_name(kind)}")
 def dump(sock: socket.socket, kind: int, family: int = 0) -> list[memoryview]:
     """Every message of one dump request (RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE)."""
     seq = next(_sequence)
@@ -179,6 +205,7 @@ def dump(sock: socket.socket, kind: int, family: int = 0) -> list[memoryview]:
             found.append(payload)
 
 
+@traced(_describe_requests)
 def transact(sock: socket.socket, requests: list[bytes]) -> list[int]:
     """Send requests (built with seq 0) pipelined, CHUNK per write: one errno each, 0 for ok."""
     results = [0] * len(requests)
@@ -429,6 +456,7 @@ def route_request(replace: bool, route: RouteSpec) -> bytes:
 IGNORED_ON_DELETE = {errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV}
 
 
+@traced(lambda sock, kind, body, absent=(): f"netlink {_message_name(kind)}")
 def _ask(
     sock: socket.socket, kind: int, body: bytes, absent: tuple[int, ...] = ()
 ) -> memoryview | None:

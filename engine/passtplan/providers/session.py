@@ -11,8 +11,9 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
+from passtplan import log
 from passtplan import resources as res
 from passtplan.errors import PasstplanError
 from passtplan.providers import kernel, rtnl
@@ -70,7 +71,8 @@ class Handle:
         if self._ipr is None:
             from pyroute2 import IPRoute
 
-            self._ipr = self.run(lambda: IPRoute(use_socket=self.sock, groups=0))
+            ipr = self.run(lambda: IPRoute(use_socket=self.sock, groups=0))
+            self._ipr = cast("IPRoute", log.TracedCalls(ipr, "pyroute2")) if log.is_on() else ipr
         return self._ipr
 
     def _started(self) -> None:
