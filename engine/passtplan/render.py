@@ -121,9 +121,11 @@ def plan_json(plan: Plan) -> str:
 
 def as_format(data: object, fmt: str) -> str:
     """A document as `-o json` or `-o yaml` print it: YAML is the same data as the JSON."""
+    text = json.dumps(data, indent=2) + "\n"
     if fmt == "yaml":
-        return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
-    return json.dumps(data, indent=2) + "\n"
+        # Through the JSON: exactly its data (enum members are plain strings there).
+        return yaml.safe_dump(json.loads(text), sort_keys=False, default_flow_style=False)
+    return text
 
 
 def checks_document(results: list[CheckResult]) -> dict[str, object]:
