@@ -24,6 +24,8 @@ app = typer.Typer(
     name="passtplan",
     help="Plan and apply KubeVirt passt + macvlan network labs, or try them in a sandbox.",
     no_args_is_help=True,
+    # --install-completion and --show-completion cost --help nothing measurable: typer imports
+    # its completion code whether it offers them or not.
     # -h as well as --help, on every command: click hands the names down to subcommands.
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
@@ -304,7 +306,7 @@ def show(
         Path | None,
         typer.Argument(
             help="A plan saved by `plan --out`: print it as the plan did.",
-            metavar="[SAVED_PLAN]",
+            metavar="SAVED_PLAN",
             show_default=False,
         ),
     ] = None,
@@ -327,8 +329,8 @@ def show(
     sandbox: Sandbox = False,
     no_color: NoColor = False,
 ) -> None:
-    """Print the live state of network namespaces in the plan language (YAML; the text is the
-    YAML), or a saved plan."""
+    """Print the live state of network namespaces in the plan language (-o text is its YAML), or
+    a plan saved by `plan --out`."""
     from passtplan.commands import show as command
 
     fmt = _output(output, as_json, OutputFormat.TEXT)

@@ -25,7 +25,7 @@ def log_to_stderr() -> None:
     namespace's handle) and how long it took."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("passtplan: %(threadName)s: %(message)s"))
-    LOG.addHandler(handler)
+    LOG.handlers = [handler]  # once, however many commands one process runs
     LOG.setLevel(logging.DEBUG)
 
 
