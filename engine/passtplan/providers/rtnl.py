@@ -60,19 +60,6 @@ CHUNK = 256  # requests per write; their acks fit the receive buffer with room t
 RECV_SIZE = 1 << 20
 
 _sequence = count(1 << 20)
-# Message types by name, for --verbose (RTM_NEWLINK and the others are defined further down).
-MESSAGE_NAMES = {
-    16: "RTM_NEWLINK",
-    17: "RTM_DELLINK",
-    18: "RTM_GETLINK",
-    20: "RTM_NEWADDR",
-    21: "RTM_DELADDR",
-    22: "RTM_GETADDR",
-    24: "RTM_NEWROUTE",
-    25: "RTM_DELROUTE",
-    26: "RTM_GETROUTE",
-    90: "RTM_GETNSID",
-}
 
 
 class _Buffers:
@@ -542,3 +529,11 @@ RTM_DELLINK = 17
 
 def link_delete_request(index: int) -> bytes:
     return message(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, IFINFO.pack(0, 0, index, 0, 0), 0)
+
+
+# Message types by name, for --verbose: every RTM_ constant of this module.
+MESSAGE_NAMES = {
+    kind: name
+    for name, kind in globals().items()
+    if name.startswith("RTM_") and isinstance(kind, int)
+}
