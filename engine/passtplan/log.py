@@ -21,10 +21,10 @@ T = TypeVar("T")
 
 
 def log_to_stderr() -> None:
-    """Turn the log on: one line per request, after it, with its thread (netns-NAME is the
-    namespace's handle) and how long it took."""
+    """Turn the log on: one line per request, after it, naming its namespace and how long it
+    took."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("passtplan: %(threadName)s: %(message)s"))
+    handler.setFormatter(logging.Formatter("passtplan: %(message)s"))
     LOG.handlers = [handler]  # once, however many commands one process runs
     LOG.setLevel(logging.DEBUG)
 

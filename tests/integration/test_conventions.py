@@ -153,8 +153,8 @@ def test_verbose_logs_each_netlink_request(make_lab: Callable[[str], Lab]) -> No
     lab = make_lab(LAB)
     applied = passtplan("--verbose", "apply", str(lab.path), "--auto-approve")
     assert applied.returncode == 0, applied.stderr
-    assert "passtplan: netns-a_0: pyroute2 link('add', ifname='v0', kind='veth'" in applied.stderr
-    assert "netlink 1 requests (1 RTM_NEWADDR): ok [" in applied.stderr
+    assert "passtplan: pyroute2 in a: link('add', ifname='v0', kind='veth'" in applied.stderr
+    assert "passtplan: netlink in a: 1 request (1 RTM_NEWADDR): ok [" in applied.stderr
     planned = passtplan("plan", str(lab.path), env={"PASSTPLAN_LOG": "debug"})
-    assert "netlink dump RTM_GETLINK: ok [" in planned.stderr
+    assert "passtplan: netlink in b: dump RTM_GETLINK: ok [" in planned.stderr
     assert "netlink" not in passtplan("plan", str(lab.path)).stderr

@@ -15,6 +15,7 @@ import queue
 import select
 import socket
 import struct
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -158,16 +159,31 @@ def _receive(sock: socket.socket) -> Iterator[tuple[int, int, int, memoryview]]:
         offset += _align(length)
 
 
+# The namespace each socket talks to, for --verbose (sockets that were given no name are shown
+# by their file descriptor).
+_socket_names: weakref.WeakKeyDictionary[socket.socket, str] = weakref.WeakKeyDictionary()
+
+
+def name_socket(sock: socket.socket, namespace: str) -> None:
+    _socket_names[sock] = namespace
+
+
+def _where(sock: socket.socket) -> str:
+    return f"in {_socket_names.get(sock) or f'socket {sock.fileno()}'}"
+
+
 def _message_name(kind: int) -> str:
     return MESSAGE_NAMES.get(kind, str(kind))
 
 
 def _describe_requests(sock: socket.socket, requests: list[bytes]) -> str:
     kinds = Counter(_message_name(NLMSG.unpack_from(r)[1]) for r in requests)
-    return f"netlink {len(requests)} requests ({', '.join(f'{n} {k}' for k, n in kinds.items())})"
+    listed = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    plural = "" if len(requests) == 1 else "s"
+    return f"netlink {_where(sock)}: {len(requests)} request{plural} ({listed})"
 
 
-@traced(lambda sock, kind, family=0: f"netlink dump {_message_name(kind)}")
+@traced(lambda sock, kind, family=0: f"netlink {_where(sock)}: dump {_message_name(kind)}")
 def dump(sock: socket.socket, kind: int, family: int = 0) -> list[memoryview]:
     """Every message of one dump request (RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE)."""
     seq = next(_sequence)
@@ -443,7 +459,7 @@ def route_request(replace: bool, route: RouteSpec) -> bytes:
 IGNORED_ON_DELETE = {errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV}
 
 
-@traced(lambda sock, kind, body, absent=(): f"netlink {_message_name(kind)}")
+@traced(lambda sock, kind, body, absent=(): f"netlink {_where(sock)}: {_message_name(kind)}")
 def _ask(
     sock: socket.socket, kind: int, body: bytes, absent: tuple[int, ...] = ()
 ) -> memoryview | None:

@@ -64,6 +64,7 @@ class Handle:
         # The namespace's one netlink socket: the rtnl codec uses it directly, and pyroute2,
         # when an action needs it, drives the same socket (no multicast groups: no events).
         self.sock = kernel.netlink_socket(fd)
+        rtnl.name_socket(self.sock, namespace.name)
         self._ipr: IPRoute | None = None
 
     @property
@@ -72,7 +73,8 @@ class Handle:
             from pyroute2 import IPRoute
 
             ipr = self.run(lambda: IPRoute(use_socket=self.sock, groups=0))
-            self._ipr = cast("IPRoute", log.TracedCalls(ipr, "pyroute2")) if log.is_on() else ipr
+            traced = log.TracedCalls(ipr, f"pyroute2 in {self.namespace.name}:")
+            self._ipr = cast("IPRoute", traced) if log.is_on() else ipr
         return self._ipr
 
     def _started(self) -> None:
