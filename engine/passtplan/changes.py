@@ -163,9 +163,10 @@ def plan_document(plan: Plan) -> dict[str, object]:
     }
 
 
-def saved_plan(plan: Plan) -> str:
+def saved_plan(plan: Plan, text: str) -> str:
     """The file `plan --out` writes: the lab it was made from (by path and hash), the mode,
-    and the fingerprint of the state it was made on."""
+    and the fingerprint of the state it was made on; and, for `show SAVED`, the plan's text as
+    it was printed and what `plan -o json` printed besides the changes."""
     data = {
         "format_version": FORMAT_VERSION,
         "kind": SAVED_PLAN_KIND,
@@ -175,8 +176,30 @@ def saved_plan(plan: Plan) -> str:
         "destroy": plan.destroy,
         "fingerprint": plan.fingerprint,
         "changes": [change_json(c) for c in plan.changes],
+        "lab_name": plan.desired.lab,
+        "summary": plan_summary(plan.pending),
+        "text": text,
     }
     return json.dumps(data, indent=2) + "\n"
+
+
+def saved_plan_document(path: Path, saved: dict[str, object]) -> tuple[dict[str, object], str]:
+    """A saved plan as `plan -o json` printed it, and its text as `plan` printed it."""
+    text, name, summary = saved.get("text"), saved.get("lab_name"), saved.get("summary")
+    if not (isinstance(text, str) and isinstance(name, str) and isinstance(summary, str)):
+        raise inputs.InputError(
+            f"{path}: the saved plan has no text to show (an older passtplan made it); "
+            f"make it again with passtplan plan LAB --out {path}"
+        )
+    document = {
+        "format_version": saved["format_version"],
+        "lab": name,
+        "sandbox": saved["sandbox"],
+        "fingerprint": saved["fingerprint"],
+        "changes": saved["changes"],
+        "summary": summary,
+    }
+    return document, text
 
 
 def read_saved_plan(path: Path) -> dict[str, object] | None:

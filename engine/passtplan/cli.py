@@ -24,7 +24,10 @@ app = typer.Typer(
     name="passtplan",
     help="Plan and apply KubeVirt passt + macvlan network labs, or try them in a sandbox.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion and --show-completion cost --help nothing measurable: typer imports
+    # its completion code whether it offers them or not.
+    # -h as well as --help, on every command: click hands the names down to subcommands.
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     # Rich help boxes import rich.markdown and markdown-it (~160 ms, most of --help's start-up);
     # plain click help keeps `passtplan --help` within 1.3x of importing pydantic + typer + ruamel.
@@ -42,6 +45,42 @@ class DiagramFormat(StrEnum):
     PNG = "png"
     DOT = "dot"
     MERMAID = "mermaid"
+
+
+class OutputFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    YAML = "yaml"
+
+
+def _no_color(value: bool) -> None:
+    if value:
+        from passtplan import style
+
+        style.disable()
+
+
+NoColor = Annotated[
+    bool,
+    typer.Option(
+        "--no-color",
+        callback=_no_color,
+        expose_value=False,
+        help="No colour, even on a terminal (so does NO_COLOR=1).",
+    ),
+]
+Output = Annotated[
+    OutputFormat | None,
+    typer.Option("--output", "-o", help="Output format.", case_sensitive=False, show_default=False),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Short for -o json.")]
+
+
+def _output(output: OutputFormat | None, as_json: bool, default: OutputFormat) -> str:
+    """-o as given, --json its short form; both at once must agree."""
+    if as_json and output not in (None, OutputFormat.JSON):
+        raise typer.BadParameter(f"--json and -o {output} disagree: give one", param_hint="-o")
+    return (OutputFormat.JSON if as_json else (output or default)).value
 
 
 PlanFiles = Annotated[
@@ -62,8 +101,22 @@ def root(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Log each netlink request and Kubernetes call, timed, to stderr "
+            "(so does PASSTPLAN_LOG=debug).",
+        ),
+    ] = False,
+    no_color: NoColor = False,
 ) -> None:
     """Plan and apply KubeVirt passt + macvlan network labs, or try them in a sandbox."""
+    if verbose or os.environ.get("PASSTPLAN_LOG", "").lower() == "debug":
+        from passtplan.log import log_to_stderr
+
+        log_to_stderr()
 
 
 @app.command()
@@ -118,7 +171,8 @@ LockTimeout = Annotated[
 def plan(
     path: PlanFile,
     sandbox: Sandbox = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    output: Output = None,
+    as_json: AsJson = False,
     out: Annotated[
         Path | None, typer.Option("--out", help="Save the plan for `apply FILE`.", metavar="FILE")
     ] = None,
@@ -129,16 +183,18 @@ def plan(
     context: Context = None,
     node: Node = None,
     kubelet_root: KubeletRoot = "/var/lib/kubelet",
+    no_color: NoColor = False,
 ) -> None:
     """Show what apply would change on this machine."""
     from passtplan.commands import plan as command
 
     flags = _flags(kubeconfig, context, node, kubelet_root, 300.0)
+    fmt = _output(output, as_json, OutputFormat.TEXT)
     _exit(
         lambda: command.run(
             path,
             sandbox=sandbox,
-            as_json=as_json,
+            output=fmt,
             out=out,
             detailed_exitcode=detailed_exitcode,
             flags=flags,
@@ -167,6 +223,7 @@ def apply(
             help="When an action or a check fails, undo what this apply did.",
         ),
     ] = False,
+    no_color: NoColor = False,
 ) -> None:
     """Make the live state match the lab, in dependency order, then verify it."""
     from passtplan.commands import apply as command
@@ -192,6 +249,7 @@ def rollback(
     kubeconfig: Kubeconfig = None,
     context: Context = None,
     lock_timeout: LockTimeout = 0.0,
+    no_color: NoColor = False,
 ) -> None:
     """Undo the last apply of the lab, from its journal, and check the state is as before it."""
     from passtplan.commands import rollback as command
@@ -216,6 +274,7 @@ def destroy(
     kubeconfig: Kubeconfig = None,
     context: Context = None,
     lock_timeout: LockTimeout = 0.0,
+    no_color: NoColor = False,
 ) -> None:
     """Remove everything the lab made, in reverse dependency order."""
     from passtplan.commands import apply as command
@@ -234,15 +293,30 @@ def destroy(
 
 
 @app.command()
-def check(path: PlanFile, sandbox: Sandbox = False) -> None:
+def check(
+    path: PlanFile,
+    sandbox: Sandbox = False,
+    output: Output = None,
+    as_json: AsJson = False,
+    no_color: NoColor = False,
+) -> None:
     """Run the lab's checks (ping, tcp) and print them as a table."""
     from passtplan.commands import check as command
 
-    _exit(lambda: command.run(path, sandbox=sandbox))
+    fmt = _output(output, as_json, OutputFormat.TEXT)
+    _exit(lambda: command.run(path, sandbox=sandbox, output=fmt))
 
 
 @app.command()
 def show(
+    saved: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A plan saved by `plan --out`: print it as the plan did.",
+            metavar="SAVED_PLAN",
+            show_default=False,
+        ),
+    ] = None,
     netns: Annotated[
         list[str] | None,
         typer.Option(
@@ -251,7 +325,8 @@ def show(
             metavar="NAME",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of YAML.")] = False,
+    output: Output = None,
+    as_json: AsJson = False,
     lab: Annotated[
         Path | None,
         typer.Option(
@@ -259,11 +334,14 @@ def show(
         ),
     ] = None,
     sandbox: Sandbox = False,
+    no_color: NoColor = False,
 ) -> None:
-    """Print the live state of network namespaces in the plan language."""
+    """Print the live state of network namespaces in the plan language (-o text is its YAML), or
+    a plan saved by `plan --out`."""
     from passtplan.commands import show as command
 
-    _exit(lambda: command.run(netns or [], as_json=as_json, lab=lab, sandbox=sandbox))
+    fmt = _output(output, as_json, OutputFormat.TEXT)
+    _exit(lambda: command.run(netns or [], output=fmt, lab=lab, sandbox=sandbox, saved=saved))
 
 
 @app.command()
@@ -360,6 +438,35 @@ def _exit(run: Callable[[], int]) -> None:
 
 
 @app.command()
+def version(
+    kubeconfig: Annotated[
+        str | None,
+        typer.Option(
+            "--kubeconfig",
+            help="Also ask this cluster its KubeVirt version (default: no cluster).",
+            metavar="FILE",
+        ),
+    ] = None,
+    context: Context = None,
+    output: Output = None,
+) -> None:
+    """Print the versions of passtplan, passt, QEMU, the kernel, and the cluster's KubeVirt."""
+    from passtplan.commands import version as command
+
+    fmt = _output(output, False, OutputFormat.TEXT)
+    _exit(lambda: command.run(output=fmt, kubeconfig=kubeconfig, context=context))
+
+
+@app.command("list")
+def list_labs(output: Output = None) -> None:
+    """List the labs applied on this machine: mode, namespaces, VMs, when applied."""
+    from passtplan.commands import labs as command
+
+    fmt = _output(output, False, OutputFormat.TEXT)
+    _exit(lambda: command.run(output=fmt))
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of the plan language (schemas/lab.schema.json)."""
     from passtplan.lang.schema import lab_json_schema_text
@@ -373,7 +480,8 @@ def main() -> None:
     # start); passtplan's models use none. A user who wants some can still set the variable.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
-        app()
+        # The name completion scripts are written for, however passtplan was started.
+        app(prog_name="passtplan")
     except Exception as exc:
         if os.environ.get("PASSTPLAN_DEBUG"):
             raise

@@ -5,10 +5,14 @@ strings out; computing a diff and showing it stay apart.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import TYPE_CHECKING
 
+import yaml
+
 from passtplan import resources as res
+from passtplan import style
 from passtplan.changes import Action, ApplyReport, Change, Plan, plan_document, plan_summary
 from passtplan.walk import INTERRUPTED, Status
 
@@ -115,7 +119,41 @@ def _value(value: object) -> str:
 
 
 def plan_json(plan: Plan) -> str:
-    return json.dumps(plan_document(plan), indent=2) + "\n"
+    return as_format(plan_document(plan), "json")
+
+
+def as_format(data: object, fmt: str) -> str:
+    """A document as `-o json` or `-o yaml` print it: YAML is the same data as the JSON."""
+    text = json.dumps(data, indent=2) + "\n"
+    if fmt == "yaml":
+        # Through the JSON: exactly its data (enum members are plain strings there).
+        return yaml.safe_dump(json.loads(text), sort_keys=False, default_flow_style=False)
+    return text
+
+
+def checks_document(results: list[CheckResult]) -> dict[str, object]:
+    """The checks as `check -o json` prints them: each check's status and what was seen."""
+    count = Counter(r.status for r in results)
+    return {
+        "checks": [
+            {
+                "kind": result.kind,
+                "from": result.check.source,
+                "to": result.check.target,
+                "expect": result.check.expect,
+                "status": result.status,
+                "detail": result.detail,
+                "seconds": None if result.status == "skipped" else round(result.seconds, 6),
+            }
+            for result in results
+        ],
+        "summary": {
+            "passed": count["pass"],
+            "failed": count["fail"],
+            "not_run": count["not run"],
+            "skipped": count["skipped"],
+        },
+    }
 
 
 def checks_text(results: list[CheckResult]) -> str:
@@ -173,3 +211,62 @@ def report_text(report: ApplyReport) -> str:
         f" ({report.seconds:.2f} s)."
     )
     return "\n".join(lines) + "\n"
+
+
+# --- colour: the text above, painted line by line on a terminal ------------------------------
+
+SYMBOL_COLOR = {
+    "+": style.GREEN,
+    "-": style.RED,
+    "~": style.YELLOW,
+    "-/+": style.RED,
+    "<=": style.CYAN,
+}
+STATUS_COLOR = {
+    "pass": style.GREEN,
+    "fail": style.RED,
+    "not run": style.RED,
+    "skipped": style.YELLOW,
+}
+_SYMBOL_LINE = re.compile(r"^(\s+)(-/\+|<=|[-+~])(?= )")
+_HEADING = re.compile(r"^(  )(# \S+)")
+_FAILED = re.compile(r"(?<=: )FAILED(?=: )")
+_VERDICT = re.compile(r"^(\w+ complete!|No changes\.)|^(\w+ failed\.)|^(Plan:)")
+
+
+def colored(text: str) -> str:
+    """Plan, apply report and checks text as Terraform colours it on a terminal: green create,
+    yellow update, red destroy and replace, each check's result; unchanged when colour is off."""
+    if not style.enabled():
+        return text
+    lines = text.split("\n")
+    result_column = None
+    for i, line in enumerate(lines):
+        if line.startswith("  CHECK ") and "RESULT" in line:
+            result_column = line.index("RESULT")
+        elif result_column is not None and line:
+            lines[i] = _paint_status(line, result_column)
+        else:
+            result_column = None
+            lines[i] = _paint_line(line)
+    return "\n".join(lines)
+
+
+def _paint_line(line: str) -> str:
+    line = _SYMBOL_LINE.sub(lambda m: m[1] + style.paint(m[2], SYMBOL_COLOR[m[2]]), line)
+    line = _HEADING.sub(lambda m: m[1] + style.paint(m[2], style.BOLD), line)
+    line = _FAILED.sub(lambda m: style.paint(m[0], style.RED), line, count=1)
+    match = _VERDICT.match(line)
+    if match is None:
+        return line
+    color = {1: (style.BOLD, style.GREEN), 2: (style.BOLD, style.RED), 3: (style.BOLD,)}
+    group = match.lastindex or 0
+    return style.paint(match[group], *color[group]) + line[match.end() :]
+
+
+def _paint_status(line: str, column: int) -> str:
+    for status, color in STATUS_COLOR.items():
+        if line.startswith(status, column):
+            end = column + len(status)
+            return line[:column] + style.paint(status, color) + line[end:]
+    return line

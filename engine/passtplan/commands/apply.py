@@ -25,7 +25,7 @@ from passtplan.providers.lock import lab_lock
 from passtplan.providers.ownership import OwnershipStore
 from passtplan.providers.session import Session
 from passtplan.providers.vm_kubevirt import ClusterContext
-from passtplan.render import plan_text, report_text
+from passtplan.render import colored, plan_text, report_text
 
 
 def run(
@@ -55,7 +55,7 @@ def run(
     with lab_lock(key, f"passtplan {command}", lock_timeout), Session() as session:
         store = store_for(loaded, sandbox=sandbox)
         plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
-        sys.stdout.write(plan_text(plan))
+        sys.stdout.write(colored(plan_text(plan)))
         failed = 0
         if plan.pending:
             verb = "destroy everything this lab made" if destroy else "perform these actions"
@@ -99,7 +99,7 @@ def _run_saved(
                 f"{path}: the live state changed since the plan was saved, so it may no longer "
                 "do what it showed; run passtplan plan again"
             )
-        sys.stdout.write(plan_text(plan))
+        sys.stdout.write(colored(plan_text(plan)))
         if plan.pending and _execute(plan, session, store, cluster):
             return 1
     return 0 if destroy else run_lab_checks(loaded, sandbox=sandbox)
@@ -109,5 +109,5 @@ def _execute(
     plan: Plan, session: Session, store: OwnershipStore, cluster: ClusterContext | None
 ) -> int:
     report = apply_plan(plan, session, store, cluster=cluster)
-    sys.stdout.write("\n" + report_text(report))
+    sys.stdout.write("\n" + colored(report_text(report)))
     return 0 if report.ok else 1

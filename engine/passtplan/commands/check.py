@@ -10,31 +10,42 @@ from passtplan.desired import desired_state
 from passtplan.engine import open_files_limit, require_root, store_for
 from passtplan.lang.loader import LoadedLab
 from passtplan.providers.checks import run_checks
-from passtplan.render import checks_text
+from passtplan.render import as_format, checks_document, checks_text, colored
 
 
-def run(path: Path, *, sandbox: bool) -> int:
+def run(path: Path, *, sandbox: bool, output: str = "text") -> int:
     loaded = load(path)
     require_root("check")
-    return run_lab_checks(loaded, sandbox=sandbox)
+    return run_lab_checks(loaded, sandbox=sandbox, output=output)
 
 
-def run_lab_checks(loaded: LoadedLab, *, sandbox: bool) -> int:
-    """Print the checks' table; 1 if any failed or could not run, or if none could run here: a
-    check that did not run is not a pass (a check of the other mode is skipped, not failed)."""
-    if not loaded.lab.checks:
+def run_lab_checks(loaded: LoadedLab, *, sandbox: bool, output: str = "text") -> int:
+    """Print the checks' table (or, for `-o json|yaml`, their document); 1 if any failed or
+    could not run, or if none could run here: a check that did not run is not a pass (a check
+    of the other mode is skipped, not failed)."""
+    results = []
+    if loaded.lab.checks:
+        desired = desired_state(
+            loaded.lab, sandbox=sandbox, manifests=loaded.manifests, open_files=open_files_limit()
+        )
+        results = run_checks(loaded.lab.checks, desired)
+    if output != "text":
+        sys.stdout.write(as_format(checks_document(results), output))
+    elif results:
+        sys.stdout.write("\n" + colored(checks_text(results)))
+    if not results:
         return 0
-    desired = desired_state(
-        loaded.lab, sandbox=sandbox, manifests=loaded.manifests, open_files=open_files_limit()
-    )
-    results = run_checks(loaded.lab.checks, desired)
-    sys.stdout.write("\n" + checks_text(results))
+    # With a document on stdout, what to do next goes to stderr.
+    hints = sys.stdout if output == "text" else sys.stderr
     if all(r.status == "skipped" for r in results):
         flag = "without --sandbox" if sandbox else "with --sandbox"
-        print(f"No check of lab {loaded.name} runs in this mode; run passtplan check {flag}.")
+        print(
+            f"No check of lab {loaded.name} runs in this mode; run passtplan check {flag}.",
+            file=hints,
+        )
         return 1
     if any(r.status == "not run" for r in results):
-        print(_not_applied_hint(loaded, sandbox=sandbox))
+        print(_not_applied_hint(loaded, sandbox=sandbox), file=hints)
         return 1
     return 1 if any(r.status == "fail" for r in results) else 0
 

@@ -6,11 +6,11 @@ import sys
 from pathlib import Path
 
 from passtplan import inputs
-from passtplan.changes import saved_plan
+from passtplan.changes import plan_document, saved_plan
 from passtplan.commands.common import load
 from passtplan.engine import ClusterFlags, cluster_context, make_plan, require_root, store_for
 from passtplan.providers.session import Session
-from passtplan.render import plan_json, plan_text
+from passtplan.render import as_format, colored, plan_text
 
 CHANGES_EXIT = 2
 
@@ -19,7 +19,7 @@ def run(
     path: Path,
     *,
     sandbox: bool,
-    as_json: bool,
+    output: str,
     out: Path | None,
     detailed_exitcode: bool,
     destroy: bool = False,
@@ -35,9 +35,10 @@ def run(
     store = store_for(loaded, sandbox=sandbox)
     with Session() as session:
         plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
-    sys.stdout.write(plan_json(plan) if as_json else plan_text(plan))
+    text = plan_text(plan)
+    sys.stdout.write(colored(text) if output == "text" else as_format(plan_document(plan), output))
     if out is not None:
-        inputs.write_out(out, saved_plan(plan))
-        if not as_json:
+        inputs.write_out(out, saved_plan(plan, text))
+        if output == "text":
             print(f"\nSaved the plan to {out}; apply exactly it with: passtplan apply {out}")
     return CHANGES_EXIT if detailed_exitcode and plan.pending else 0

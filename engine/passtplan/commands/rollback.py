@@ -19,7 +19,7 @@ from passtplan.providers.lock import lab_lock
 from passtplan.providers.ownership import OwnershipStore
 from passtplan.providers.session import Session
 from passtplan.providers.vm_kubevirt import ClusterContext
-from passtplan.render import plan_text, report_text
+from passtplan.render import colored, plan_text, report_text
 from passtplan.rollback import rollback
 
 
@@ -53,7 +53,7 @@ def undo_last_apply(
 ) -> int:
     """Undo the journal's last apply, print what was done: 0 when the state is as before it."""
     result = rollback(loaded, desired, session, store, cluster)
-    sys.stdout.write(plan_text(result.report.plan) + "\n" + report_text(result.report))
+    sys.stdout.write(colored(plan_text(result.report.plan) + "\n" + report_text(result.report)))
     if result.restored:
         print(f"Rolled back {result.undone} actions: the live state is as before that apply.")
         return 0

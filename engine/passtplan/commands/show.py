@@ -1,4 +1,5 @@
-"""`passtplan show`: the live state of network namespaces, written in the plan language.
+"""`passtplan show`: the live state of network namespaces, written in the plan language; or a
+plan saved by `plan --out`, as the plan printed it.
 
 Fed back to `passtplan plan`, the output plans to no changes: each namespace is found by its
 path (`resolve: {path: ...}`), and links whose other end is not shown are written without kind,
@@ -8,7 +9,6 @@ so the plan configures them instead of creating them.
 from __future__ import annotations
 
 import io
-import json
 import re
 import sys
 from pathlib import Path
@@ -17,6 +17,7 @@ from ruamel.yaml import YAML
 
 from passtplan import inputs
 from passtplan import resources as res
+from passtplan.changes import read_saved_plan, saved_plan_document
 from passtplan.commands.common import load
 from passtplan.desired import Desired, desired_state
 from passtplan.engine import require_root
@@ -25,6 +26,7 @@ from passtplan.lang.models import API_VERSION, HOST, Lab
 from passtplan.providers import kernel
 from passtplan.providers.observe import observe
 from passtplan.providers.session import Session
+from passtplan.render import as_format, colored
 
 CREATABLE = {"veth", "macvlan", "macvtap", "bridge", "vxlan", "tap"}
 # a kind's own fields, as the plan language writes them: (res.Link field, lab field)
@@ -41,7 +43,18 @@ KIND_FIELDS = {
 }
 
 
-def run(netns: list[str], *, as_json: bool, lab: Path | None = None, sandbox: bool = False) -> int:
+def run(
+    netns: list[str],
+    *,
+    output: str,
+    lab: Path | None = None,
+    sandbox: bool = False,
+    saved: Path | None = None,
+) -> int:
+    if saved is not None:
+        if netns or lab is not None:
+            raise PasstplanError("show takes a saved plan or --netns/--lab, not both")
+        return show_saved_plan(saved, output=output)
     for name in netns:
         if name != HOST:
             inputs.netns_name(name)
@@ -65,10 +78,21 @@ def run(netns: list[str], *, as_json: bool, lab: Path | None = None, sandbox: bo
     if missing:
         raise PasstplanError(f"no such network namespace: {', '.join(missing)} (see ip netns list)")
     document = lab_document(state)
-    if as_json:
-        sys.stdout.write(json.dumps(document, indent=2) + "\n")
-    else:
-        sys.stdout.write(to_yaml(document))
+    # The text of a lab is its YAML, in the plan language (flow mappings kept on one line).
+    sys.stdout.write(as_format(document, "json") if output == "json" else to_yaml(document))
+    return 0
+
+
+def show_saved_plan(path: Path, *, output: str) -> int:
+    """What `plan --out` saved, as `plan` printed it then (`terraform show PLANFILE`)."""
+    saved = read_saved_plan(path)
+    if saved is None:
+        raise PasstplanError(
+            f"{path}: is a lab, not a plan saved by plan --out; show --lab {path} shows its "
+            "namespaces' live state"
+        )
+    document, text = saved_plan_document(path, saved)
+    sys.stdout.write(colored(text) if output == "text" else as_format(document, output))
     return 0
 
 

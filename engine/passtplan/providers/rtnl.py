@@ -15,11 +15,15 @@ import queue
 import select
 import socket
 import struct
+import weakref
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
 from typing import cast
+
+from passtplan.log import traced
 
 NLMSG = struct.Struct("=IHHII")  # length, type, flags, sequence, port
 IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
@@ -155,6 +159,31 @@ def _receive(sock: socket.socket) -> Iterator[tuple[int, int, int, memoryview]]:
         offset += _align(length)
 
 
+# The namespace each socket talks to, for --verbose (sockets that were given no name are shown
+# by their file descriptor).
+_socket_names: weakref.WeakKeyDictionary[socket.socket, str] = weakref.WeakKeyDictionary()
+
+
+def name_socket(sock: socket.socket, namespace: str) -> None:
+    _socket_names[sock] = namespace
+
+
+def _where(sock: socket.socket) -> str:
+    return f"in {_socket_names.get(sock) or f'socket {sock.fileno()}'}"
+
+
+def _message_name(kind: int) -> str:
+    return MESSAGE_NAMES.get(kind, str(kind))
+
+
+def _describe_requests(sock: socket.socket, requests: list[bytes]) -> str:
+    kinds = Counter(_message_name(NLMSG.unpack_from(r)[1]) for r in requests)
+    listed = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    plural = "" if len(requests) == 1 else "s"
+    return f"netlink {_where(sock)}: {len(requests)} request{plural} ({listed})"
+
+
+@traced(lambda sock, kind, family=0: f"netlink {_where(sock)}: dump {_message_name(kind)}")
 def dump(sock: socket.socket, kind: int, family: int = 0) -> list[memoryview]:
     """Every message of one dump request (RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE)."""
     seq = next(_sequence)
@@ -179,6 +208,7 @@ def dump(sock: socket.socket, kind: int, family: int = 0) -> list[memoryview]:
             found.append(payload)
 
 
+@traced(_describe_requests)
 def transact(sock: socket.socket, requests: list[bytes]) -> list[int]:
     """Send requests (built with seq 0) pipelined, CHUNK per write: one errno each, 0 for ok."""
     results = [0] * len(requests)
@@ -429,6 +459,7 @@ def route_request(replace: bool, route: RouteSpec) -> bytes:
 IGNORED_ON_DELETE = {errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV}
 
 
+@traced(lambda sock, kind, body, absent=(): f"netlink {_where(sock)}: {_message_name(kind)}")
 def _ask(
     sock: socket.socket, kind: int, body: bytes, absent: tuple[int, ...] = ()
 ) -> memoryview | None:
@@ -514,3 +545,11 @@ RTM_DELLINK = 17
 
 def link_delete_request(index: int) -> bytes:
     return message(RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, IFINFO.pack(0, 0, index, 0, 0), 0)
+
+
+# Message types by name, for --verbose: every RTM_ constant of this module.
+MESSAGE_NAMES = {
+    kind: name
+    for name, kind in globals().items()
+    if name.startswith("RTM_") and isinstance(kind, int)
+}

@@ -11,8 +11,9 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
+from passtplan import log
 from passtplan import resources as res
 from passtplan.errors import PasstplanError
 from passtplan.providers import kernel, rtnl
@@ -63,6 +64,7 @@ class Handle:
         # The namespace's one netlink socket: the rtnl codec uses it directly, and pyroute2,
         # when an action needs it, drives the same socket (no multicast groups: no events).
         self.sock = kernel.netlink_socket(fd)
+        rtnl.name_socket(self.sock, namespace.name)
         self._ipr: IPRoute | None = None
 
     @property
@@ -70,7 +72,9 @@ class Handle:
         if self._ipr is None:
             from pyroute2 import IPRoute
 
-            self._ipr = self.run(lambda: IPRoute(use_socket=self.sock, groups=0))
+            ipr = self.run(lambda: IPRoute(use_socket=self.sock, groups=0))
+            traced = log.TracedCalls(ipr, f"pyroute2 in {self.namespace.name}:")
+            self._ipr = cast("IPRoute", traced) if log.is_on() else ipr
         return self._ipr
 
     def _started(self) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from passtplan import log
 from passtplan.errors import PasstplanError
 from passtplan.kubevirt import Install, crd_fields, drift, judge, parse_release, swap_after_running
 from passtplan.providers.resolve import NodePaths, Pod
@@ -117,7 +118,7 @@ class Cluster:
 
     def call(self, what: str, request: Callable[[], T], *, missing_ok: bool = False) -> T | None:
         try:
-            return request()
+            return log.logged(f"kubernetes: {what}", request)
         except self.api_exception as exc:
             if exc.status == 404 and missing_ok:
                 return None
