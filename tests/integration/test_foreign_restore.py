@@ -4,6 +4,7 @@ destroyed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from tests.integration.conftest import Lab, ip, ip_json
@@ -36,6 +37,21 @@ def snapshot(netns: str) -> dict[str, object]:
     }
 
 
+def link_local_settled(netns: str, *links: str, deadline: float = 10.0) -> None:
+    """Polls until each link's IPv6 link-local address has its local route: the kernel adds it
+    some time after the link comes up, and a snapshot taken before would miss it."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        local = ip_json("-6", "route", "show", "table", "local", netns=netns)
+        have = {
+            r["dev"] for r in local if r.get("type") == "local" and str(r["dst"]).startswith("fe80")
+        }
+        if have >= set(links):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no IPv6 link-local address on {', '.join(links)} in {netns}")
+
+
 def test_destroy_gives_back_a_replaced_route_and_sysctl(
     make_lab: Callable[[str], Lab], foreign_netns: Callable[[str], str]
 ) -> None:
@@ -46,6 +62,7 @@ def test_destroy_gives_back_a_replaced_route_and_sysctl(
     ip("address", "add", "10.20.0.1/24", "dev", "d0", netns=netns)
     ip("route", "add", "default", "via", "10.20.0.254", "dev", "d0", netns=netns)
     ip("route", "add", "10.99.0.0/16", "via", "10.20.0.254", "metric", "0", netns=netns)
+    link_local_settled(netns, "d0", "d1")
     before = snapshot(netns)
     assert before["forward"] == "0\n"
 
