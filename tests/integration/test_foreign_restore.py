@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from pyroute2 import NetNS
+
 from tests.integration.conftest import Lab, ip, ip_json
 
 LAB = """\
@@ -92,3 +94,88 @@ def test_destroy_gives_back_a_replaced_route_and_sysctl(
     assert lab.leftovers() == []
     # nothing of it is remembered any more: a second destroy has nothing to do
     assert "No changes" in lab.destroy().stdout
+
+
+PROTOCOL_LAB = """\
+apiVersion: passtplan/v1alpha1
+kind: Lab
+metadata: {name: LABNAME}
+namespaces:
+  f:
+    resolve: {path: /run/netns/FOREIGN}
+    links:
+      lv0: {kind: veth, peer: f/lv1, addresses: [10.30.0.1/24]}
+      lv1: {kind: veth, peer: f/lv0}
+    routes:
+      - {to: default, via: 10.30.0.254, metric: 100}
+      - {to: 10.99.0.0/16, metric: 50, state: absent}
+      - {to: 10.77.0.0/16, via: 10.30.0.254, protocol: static}
+"""
+RTPROT_STATIC, RTPROT_DHCP = 4, 16
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
+
+
+def main_routes(netns: str) -> dict[str, dict[str, object]]:
+    """The main table's routes by destination, as `ip -j route` writes them (boot left out)."""
+    return {str(r["dst"]): r for r in ip_json("route", "show", netns=netns)}
+
+
+def add_foreign_routes(netns: str) -> list[dict[str, object]]:
+    """A link with a DHCP client's default route and a network manager's static link route,
+    added by netlink as they add them; the namespace's routes (all tables) as they are then."""
+    ip("link", "add", "d0", "type", "veth", "peer", "name", "d1", netns=netns)
+    ip("link", "set", "d0", "up", netns=netns)
+    ip("link", "set", "d1", "up", netns=netns)
+    ip("address", "add", "10.20.0.1/24", "dev", "d0", netns=netns)
+    link_local_settled(netns, "d0", "d1")
+    with NetNS(netns) as ns:
+        (d0,) = ns.link_lookup(ifname="d0")
+        ns.route(
+            "add",
+            dst="0.0.0.0/0",
+            gateway="10.20.0.254",
+            oif=d0,
+            priority=100,
+            proto=RTPROT_DHCP,
+            scope=RT_SCOPE_UNIVERSE,
+        )
+        ns.route(
+            "add", dst="10.99.0.0/16", oif=d0, priority=50, proto=RTPROT_STATIC, scope=RT_SCOPE_LINK
+        )
+    foreign = main_routes(netns)
+    assert (foreign["default"]["protocol"], foreign["default"]["metric"]) == ("dhcp", 100)
+    assert "scope" not in foreign["default"]  # universe, which `ip` leaves out
+    assert (foreign["10.99.0.0/16"]["protocol"], foreign["10.99.0.0/16"]["metric"]) == (
+        "static",
+        50,
+    )
+    assert foreign["10.99.0.0/16"]["scope"] == "link"
+    return ip_json("route", "show", "table", "all", netns=netns)
+
+
+def test_destroy_gives_back_routes_with_their_protocol_metric_and_scope(
+    make_lab: Callable[[str], Lab], foreign_netns: Callable[[str], str]
+) -> None:
+    """The DHCP route the lab replaced and the static route it removed come back as they were:
+    proto dhcp and proto static, their metrics and scopes, not proto boot."""
+    netns = foreign_netns("f")
+    before = add_foreign_routes(netns)
+    foreign = main_routes(netns)
+
+    lab = make_lab(PROTOCOL_LAB.replace("FOREIGN", netns))
+    lab.apply()
+    during = main_routes(netns)
+    # the lab's own routes: boot unless the lab says otherwise
+    assert during["default"]["gateway"] == "10.30.0.254"
+    assert "protocol" not in during["default"]  # boot, which `ip` leaves out
+    assert during["10.77.0.0/16"]["protocol"] == "static"
+    assert "10.99.0.0/16" not in during
+    lab.converged()  # the protocol the lab leaves out is not drift, the one it says is there
+
+    result = lab.destroy()
+    plan_part = result.stdout.split("Destroy complete")[0]
+    assert "restored to via 10.20.0.254 dev d0 proto dhcp" in plan_part
+    assert "restored to dev d0 proto static" in plan_part
+    assert main_routes(netns) == foreign
+    assert ip_json("route", "show", "table", "all", netns=netns) == before
+    assert lab.leftovers() == []

@@ -12,6 +12,7 @@ from typing import Literal
 from passtplan import resources as res
 from passtplan.changes import Action, Change
 from passtplan.desired import Desired
+from passtplan.lang.types import route_protocol_name, route_protocol_number
 from passtplan.providers import rtnl
 from passtplan.providers.context import ApplyContext, ApplyError
 from passtplan.providers.session import Handle
@@ -50,6 +51,7 @@ def to_route(ns: str, info: rtnl.RouteInfo, names: Mapping[int, str]) -> res.Rou
         metric=info.priority,
         table=info.table,
         onlink=bool(info.flags & RTNH_F_ONLINK),
+        protocol=route_protocol_name(info.proto),
     )
 
 
@@ -199,6 +201,7 @@ def _request(ctx: ApplyContext, handle: Handle, change: Change) -> bytes | None:
         gateway=resource.via,
         oif=oif,
         onlink=resource.onlink,
+        protocol=route_protocol_number(resource.protocol or res.DEFAULT_ROUTE_PROTOCOL),
     )
     return rtnl.route_request(not deleting, spec)
 
