@@ -1,6 +1,6 @@
 """Foreign state given back: what the lab replaced, removed or changed but did not make (a route,
 a sysctl, a link's attribute) is recorded before the change and restored exactly when the lab is
-destroyed."""
+destroyed (a route also when the apply that changed it is rolled back)."""
 
 from __future__ import annotations
 
@@ -177,5 +177,20 @@ def test_destroy_gives_back_routes_with_their_protocol_metric_and_scope(
     assert "restored to via 10.20.0.254 dev d0 proto dhcp" in plan_part
     assert "restored to dev d0 proto static" in plan_part
     assert main_routes(netns) == foreign
+    assert ip_json("route", "show", "table", "all", netns=netns) == before
+    assert lab.leftovers() == []
+
+
+def test_rollback_gives_back_routes_with_their_protocol(
+    make_lab: Callable[[str], Lab], foreign_netns: Callable[[str], str]
+) -> None:
+    """Undoing the apply that replaced and removed them puts them back the same way, and the
+    rollback's own check (the live state against the digest before the apply) agrees."""
+    netns = foreign_netns("f")
+    before = add_foreign_routes(netns)
+    lab = make_lab(PROTOCOL_LAB.replace("FOREIGN", netns))
+    lab.apply()
+    result = lab.run("rollback", str(lab.path), "--auto-approve")
+    assert "the live state is as before that apply" in result.output
     assert ip_json("route", "show", "table", "all", netns=netns) == before
     assert lab.leftovers() == []

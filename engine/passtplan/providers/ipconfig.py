@@ -164,13 +164,13 @@ def _remember_foreign(ctx: ApplyContext, change: Change) -> None:
 
 
 def _restoring(ctx: ApplyContext, change: Change) -> bool:
-    """A foreign route given back as it was: not the lab's, and no longer to remember."""
-    return (
-        change.address.startswith("route.")
-        and change.address in ctx.store.owned.foreign
-        and change.address not in ctx.desired.routes
-        and change.address not in ctx.desired.absent_routes
-    )
+    """A foreign route given back as the record holds it (when the lab lets it go, or by a
+    rollback of the apply that changed it, the lab still declaring it): not the lab's, and no
+    longer to remember."""
+    was = ctx.store.owned.foreign.get(change.address)
+    if was is None or not change.address.startswith("route.") or change.action is Action.DELETE:
+        return False
+    return res.route_from_record(change.address, was) == change.after
 
 
 def _request(ctx: ApplyContext, handle: Handle, change: Change) -> bytes | None:
