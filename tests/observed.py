@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ def observed_state(path: Path, lab: str) -> res.State:
             addresses=set(owned.get("addresses", [])),
             routes=set(owned.get("routes", [])),
             sysctls=dict(owned.get("sysctls", {})),
+            # what a thing the lab did not make was before the lab changed it, as the record
+            # keeps it (its attributes in JSON), written here as a mapping
+            foreign={a: json.dumps(v, sort_keys=True) for a, v in owned.get("foreign", {}).items()},
         )
     )
     for name, ns in (data.get("namespaces") or {}).items():
@@ -39,7 +43,11 @@ def observed_state(path: Path, lab: str) -> res.State:
             fields.setdefault("master", "")
             links[link_name] = res.Link(name, link_name, ifindex=index, **fields)
         addresses = [res.Address(name, *entry.split()) for entry in ns.get("addresses", [])]
-        routes = [res.Route(namespace=name, **route) for route in ns.get("routes", [])]
+        # observation always finds who added a route: boot, as `ip route add` does, unless said
+        routes = [
+            res.Route(namespace=name, **{"protocol": res.DEFAULT_ROUTE_PROTOCOL, **route})
+            for route in ns.get("routes", [])
+        ]
         state.namespaces[name] = res.NamespaceState(
             namespace, links, addresses, routes, dict(ns.get("sysctls", {}))
         )

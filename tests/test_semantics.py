@@ -9,7 +9,12 @@ from pydantic import ValidationError
 from passtplan.cycles import find_cycles
 from passtplan.lang.models import KIND_FIELDS, Lab
 from passtplan.lang.semantics import check_lab
-from passtplan.lang.types import LinkKind, parse_interface
+from passtplan.lang.types import (
+    LinkKind,
+    parse_interface,
+    route_protocol_name,
+    route_protocol_number,
+)
 
 
 def lab(namespaces: dict[str, Any], **extra: Any) -> Lab:
@@ -152,6 +157,21 @@ def test_defaults_of_one_family_differ_by_metric_or_table() -> None:
     first = {"to": "default", "via": "10.0.0.1"}
     assert messages(_routes(first, {**first, "metric": 100})) == []
     assert messages(_routes(first, {**first, "table": 100})) == []
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [(16, "dhcp"), ("16", "dhcp"), ("static", "static"), (0, "unspec"), (200, "200")],
+)
+def test_a_route_protocol_is_kept_as_ip_route_writes_it(given: object, kept: str) -> None:
+    route = {"to": "10.8.0.0/16", "via": "10.0.0.1", "protocol": given}
+    assert _routes(route).namespaces["a"].routes[0].protocol == kept
+
+
+def test_every_route_protocol_byte_has_one_name_and_back() -> None:
+    names = [route_protocol_name(number) for number in range(256)]
+    assert len(set(names)) == 256
+    assert [route_protocol_number(name) for name in names] == list(range(256))
 
 
 def test_one_address_in_two_segments_is_fine_and_in_one_is_not() -> None:

@@ -236,6 +236,7 @@ def desired_route(ns: str, route: spec.Route) -> res.Route:
         metric=route.metric if route.metric is not None else res.DEFAULT_METRIC[family],
         table=route.table or res.MAIN_TABLE,
         onlink=route.onlink,
+        protocol=route.protocol,
     )
 
 

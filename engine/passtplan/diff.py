@@ -518,9 +518,12 @@ def _restored_routes(work: _Diff) -> None:
 
 
 def route_text(route: res.Route) -> str:
-    """A route as `ip route` writes it, less its destination: `via 10.0.0.1 dev eth0`."""
+    """A route as `ip route` writes it, less its destination: `via 10.0.0.1 dev eth0 proto dhcp`
+    (`ip route` leaves out boot, the protocol of a route added by hand)."""
     parts = [f"via {route.via}"] if route.via else []
     parts += [f"dev {route.dev}"] if route.dev else []
+    if route.protocol not in (None, res.DEFAULT_ROUTE_PROTOCOL):
+        parts.append(f"proto {route.protocol}")
     parts += ["onlink"] if route.onlink else []
     return " ".join(parts) or "as it was"
 
@@ -595,6 +598,8 @@ def _route_differs(want: res.Route, have: res.Route) -> tuple[str, ...]:
         names.append("dev")
     if want.onlink != have.onlink:
         names.append("onlink")
+    if want.protocol is not None and want.protocol != have.protocol:
+        names.append("protocol")
     return tuple(names)
 
 

@@ -105,6 +105,7 @@ def _is_default(change: Change, name: str, value: object) -> bool:
             "table": res.MAIN_TABLE,
             "metric": res.DEFAULT_METRIC[resource.family],
             "onlink": False,
+            "protocol": res.DEFAULT_ROUTE_PROTOCOL,
         }
         return name in default and default[name] == value
     return isinstance(resource, res.Namespace) and name == "role"

@@ -20,6 +20,7 @@ DRIVER_PREFIX = "passtplan-vm:"  # the alias of the sandbox VM driver's own link
 MARKS = (OWNER_PREFIX, DRIVER_PREFIX)  # a link carrying one of these is passtplan's
 MAIN_TABLE = 254
 DEFAULT_METRIC = {4: 0, 6: 1024}  # what the kernel gives a route added without a metric
+DEFAULT_ROUTE_PROTOCOL = "boot"  # what `ip route add` (and passtplan) mark a route with
 
 Ref = tuple[str, str]  # (lab namespace, interface name)
 
@@ -166,6 +167,9 @@ class Route:
     metric: int = 0
     table: int = MAIN_TABLE
     onlink: bool = False
+    # who added it, as `ip route` names it (boot, static, dhcp, or a number); desired: None
+    # when the lab leaves it out (added as DEFAULT_ROUTE_PROTOCOL, anything found is fine)
+    protocol: str | None = None
 
     @property
     def key(self) -> tuple[str, int, int, int]:

@@ -34,6 +34,7 @@ from passtplan.lang.types import (
     PodRef,
     Port,
     RouteDestination,
+    RouteProtocol,
     State,
     SysctlName,
     SysctlValue,
@@ -220,6 +221,11 @@ class Route(Spec):
     table: int | None = Field(default=None, ge=1, le=2**32 - 1, description="254 is main.")
     onlink: bool = Field(
         default=False, description="The gateway is on the link even if no address covers it."
+    )
+    protocol: RouteProtocol | None = Field(
+        default=None,
+        description="Who added the route, as `ip route` writes it (static, dhcp, ra, 0-255); "
+        "left out, the route is added as boot and any protocol found on it is fine.",
     )
     state: State = "present"
 

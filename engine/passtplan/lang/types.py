@@ -171,6 +171,65 @@ def check_sysctl_name(name: str) -> str:
     return name
 
 
+# A route's protocol (the RTM protocol byte): who added it. Named as iproute2 names them
+# (/usr/share/iproute2/rt_protos, `ip route` prints `proto dhcp`); any other is its number.
+ROUTE_PROTOCOLS = {
+    "unspec": 0,
+    "redirect": 1,
+    "kernel": 2,
+    "boot": 3,
+    "static": 4,
+    "gated": 8,
+    "ra": 9,
+    "mrt": 10,
+    "zebra": 11,
+    "bird": 12,
+    "dnrouted": 13,
+    "xorp": 14,
+    "ntk": 15,
+    "dhcp": 16,
+    "keepalived": 18,
+    "babel": 42,
+    "openr": 99,
+    "bgp": 186,
+    "isis": 187,
+    "ospf": 188,
+    "rip": 189,
+    "eigrp": 192,
+}
+ROUTE_PROTOCOL_NAMES = {number: name for name, number in ROUTE_PROTOCOLS.items()}
+
+
+def route_protocol_name(number: int) -> str:
+    """A protocol byte as the plan, the record and `ip route` write it: `dhcp`, or `200`."""
+    return ROUTE_PROTOCOL_NAMES.get(number, str(number))
+
+
+def route_protocol_number(name: str) -> int:
+    """The protocol byte of a name `route_protocol_name` wrote (or the lab gave)."""
+    return ROUTE_PROTOCOLS[name] if name in ROUTE_PROTOCOLS else int(name)
+
+
+def check_route_protocol(value: object) -> str:
+    """A name of ROUTE_PROTOCOLS or a number 0-255, kept as `route_protocol_name` writes it, so
+    that `16` and `dhcp` are one protocol. `kernel` is refused: the kernel's own routes (a
+    connected subnet's) are not read back, so a lab route marked so would never be found."""
+    text = "" if isinstance(value, bool) else str(value).strip()
+    if text.isascii() and text.isdigit() and int(text) <= 255:
+        text = route_protocol_name(int(text))
+    elif text not in ROUTE_PROTOCOLS:
+        raise ValueError(
+            f"{value!r} is not a route protocol; write a number 0-255 or a name as `ip route` "
+            "writes it: boot, static, dhcp, ra, bird, zebra, bgp, ospf, ..."
+        )
+    if text == "kernel":
+        raise ValueError(
+            "protocol kernel marks the kernel's own routes, which passtplan does not read back; "
+            "write static, or leave protocol out for boot (as `ip route add` does)"
+        )
+    return text
+
+
 def scalar_to_str(value: object) -> object:
     """Sysctl values are strings to the kernel; accept YAML's `1` for `"1"`."""
     if isinstance(value, bool):
@@ -226,6 +285,18 @@ SysctlName = Annotated[
 ]
 SysctlValue = Annotated[
     str, BeforeValidator(scalar_to_str), WithJsonSchema({"type": ["string", "integer"]})
+]
+RouteProtocol = Annotated[
+    str,
+    BeforeValidator(check_route_protocol),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"enum": [name for name in ROUTE_PROTOCOLS if name != "kernel"]},
+                {"type": "integer", "minimum": 0, "maximum": 255, "not": {"const": 2}},
+            ]
+        }
+    ),
 ]
 Mtu = Annotated[int, Field(ge=68, le=65535)]
 Vni = Annotated[int, Field(ge=0, le=2**24 - 1)]

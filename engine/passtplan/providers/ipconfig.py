@@ -12,6 +12,7 @@ from typing import Literal
 from passtplan import resources as res
 from passtplan.changes import Action, Change
 from passtplan.desired import Desired
+from passtplan.lang.types import route_protocol_name, route_protocol_number
 from passtplan.providers import rtnl
 from passtplan.providers.context import ApplyContext, ApplyError
 from passtplan.providers.session import Handle
@@ -50,6 +51,7 @@ def to_route(ns: str, info: rtnl.RouteInfo, names: Mapping[int, str]) -> res.Rou
         metric=info.priority,
         table=info.table,
         onlink=bool(info.flags & RTNH_F_ONLINK),
+        protocol=route_protocol_name(info.proto),
     )
 
 
@@ -162,13 +164,13 @@ def _remember_foreign(ctx: ApplyContext, change: Change) -> None:
 
 
 def _restoring(ctx: ApplyContext, change: Change) -> bool:
-    """A foreign route given back as it was: not the lab's, and no longer to remember."""
-    return (
-        change.address.startswith("route.")
-        and change.address in ctx.store.owned.foreign
-        and change.address not in ctx.desired.routes
-        and change.address not in ctx.desired.absent_routes
-    )
+    """A foreign route given back as the record holds it (when the lab lets it go, or by a
+    rollback of the apply that changed it, the lab still declaring it): not the lab's, and no
+    longer to remember."""
+    was = ctx.store.owned.foreign.get(change.address)
+    if was is None or not change.address.startswith("route.") or change.action is Action.DELETE:
+        return False
+    return res.route_from_record(change.address, was) == change.after
 
 
 def _request(ctx: ApplyContext, handle: Handle, change: Change) -> bytes | None:
@@ -199,6 +201,7 @@ def _request(ctx: ApplyContext, handle: Handle, change: Change) -> bytes | None:
         gateway=resource.via,
         oif=oif,
         onlink=resource.onlink,
+        protocol=route_protocol_number(resource.protocol or res.DEFAULT_ROUTE_PROTOCOL),
     )
     return rtnl.route_request(not deleting, spec)
 

@@ -419,6 +419,7 @@ class RouteSpec:
     gateway: str | None = None
     oif: int = 0
     onlink: bool = False
+    protocol: int = RTPROT_BOOT
 
 
 def route_request(replace: bool, route: RouteSpec) -> bytes:
@@ -432,7 +433,7 @@ def route_request(replace: bool, route: RouteSpec) -> bytes:
             0,
             0,
             table_byte,
-            RTPROT_BOOT,
+            route.protocol,
             scope,
             RTN_UNICAST,
             RTNH_F_ONLINK if route.onlink else 0,
