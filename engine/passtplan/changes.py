@@ -77,6 +77,7 @@ class Plan:
     graph: Any  # networkx.DiGraph: the changes in dependency order, coalesced for batching
     destroy: bool = False
     node: str | None = None  # this node's name, when the lab has VMs on a cluster
+    targets: tuple[str, ...] = ()  # --target: the plan is of these and what they need only
 
     @property
     def pending(self) -> list[Change]:
@@ -173,6 +174,7 @@ def saved_plan(plan: Plan) -> str:
         "lab_sha256": hashlib.sha256(plan.loaded.path.read_bytes()).hexdigest(),
         "sandbox": plan.desired.sandbox,
         "destroy": plan.destroy,
+        "targets": list(plan.targets),
         "fingerprint": plan.fingerprint,
         "changes": [change_json(c) for c in plan.changes],
     }

@@ -105,6 +105,23 @@ LockTimeout = Annotated[
         min=0,
     ),
 ]
+Targets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        help="Only this resource (as the plan names it: link.pod/macvlan1) and what it needs "
+        "made first; repeatable.",
+        metavar="ADDRESS",
+    ),
+]
+DestroyTargets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        help="Only this resource and what depends on it; repeatable.",
+        metavar="ADDRESS",
+    ),
+]
 
 
 @app.command()
@@ -122,6 +139,7 @@ def plan(
     context: Context = None,
     node: Node = None,
     kubelet_root: KubeletRoot = "/var/lib/kubelet",
+    target: Targets = None,
 ) -> None:
     """Show what apply would change on this machine."""
     from passtplan.commands import plan as command
@@ -135,6 +153,7 @@ def plan(
             out=out,
             detailed_exitcode=detailed_exitcode,
             flags=flags,
+            targets=tuple(target or ()),
         )
     )
 
@@ -160,6 +179,7 @@ def apply(
             help="When an action or a check fails, undo what this apply did.",
         ),
     ] = False,
+    target: Targets = None,
 ) -> None:
     """Make the live state match the lab, in dependency order, then verify it."""
     from passtplan.commands import apply as command
@@ -173,6 +193,7 @@ def apply(
             flags=flags,
             lock_timeout=lock_timeout,
             rollback_on_failure=rollback_on_failure,
+            targets=tuple(target or ()),
         )
     )
 
@@ -209,6 +230,7 @@ def destroy(
     kubeconfig: Kubeconfig = None,
     context: Context = None,
     lock_timeout: LockTimeout = 0.0,
+    target: DestroyTargets = None,
 ) -> None:
     """Remove everything the lab made, in reverse dependency order."""
     from passtplan.commands import apply as command
@@ -222,6 +244,7 @@ def destroy(
             destroy=True,
             flags=flags,
             lock_timeout=lock_timeout,
+            targets=tuple(target or ()),
         )
     )
 

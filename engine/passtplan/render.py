@@ -53,10 +53,15 @@ def cluster_vms_text(plan: Plan) -> str:
 def plan_text(plan: Plan) -> str:
     pending = plan.pending
     if not pending:
-        return cluster_vms_text(plan) + "No changes. The live state matches the plan.\n"
+        return (
+            cluster_vms_text(plan)
+            + warnings_text(plan)
+            + "No changes. The live state matches the plan.\n"
+        )
     mode = " (sandbox)" if plan.desired.sandbox else ""
     lines = [
         cluster_vms_text(plan)
+        + warnings_text(plan)
         + f"passtplan will perform the following actions on lab {plan.desired.lab}{mode}:",
         "",
     ]
@@ -65,6 +70,31 @@ def plan_text(plan: Plan) -> str:
         lines.append("")
     lines.append(plan_summary(pending))
     return "\n".join(lines) + "\n"
+
+
+def warnings_text(plan: Plan) -> str:
+    """What a reader must know before the actions: a partial plan (as Terraform warns of
+    -target), and changes to this machine's own root namespace."""
+    lines = []
+    if plan.targets:
+        lines.append(
+            f"Warning: resource targeting is in effect (--target {', '.join(plan.targets)}): "
+            "this plan is partial and may not show every change the lab asks for; --target is "
+            "for exceptional cases, such as recovering from a failed step."
+        )
+    roots = {
+        name
+        for name, ns in plan.desired.namespaces.items()
+        if ns.role is res.NamespaceRole.HOST and not plan.desired.sandbox
+    }
+    there = [c for c in plan.pending if getattr(c.resource, "namespace", None) in roots]
+    if there:
+        lines.append(
+            "Warning: this plan changes this machine's own root namespace (the lab's host; "
+            "with --sandbox it would be a namespace of its own):"
+        )
+        lines += [f"  {SYMBOL[c.action]} {c.address} {VERB[c.action]}" for c in there]
+    return "\n".join(lines) + "\n\n" if lines else ""
 
 
 def change_text(change: Change) -> list[str]:

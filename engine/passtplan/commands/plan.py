@@ -24,6 +24,7 @@ def run(
     detailed_exitcode: bool,
     destroy: bool = False,
     flags: ClusterFlags | None = None,
+    targets: tuple[str, ...] = (),
 ) -> int:
     if out is not None:
         inputs.out_path(out)
@@ -34,7 +35,15 @@ def run(
     cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
     store = store_for(loaded, sandbox=sandbox)
     with Session() as session:
-        plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
+        plan = make_plan(
+            loaded,
+            session,
+            store,
+            sandbox=sandbox,
+            destroy=destroy,
+            cluster=cluster,
+            targets=targets,
+        )
     sys.stdout.write(plan_json(plan) if as_json else plan_text(plan))
     if out is not None:
         inputs.write_out(out, saved_plan(plan))
