@@ -143,12 +143,19 @@ def change_json(change: Change) -> dict[str, object]:
     }
 
 
-def plan_summary(changes: Iterable[Change]) -> str:
+def counts(changes: Iterable[Change]) -> tuple[int, int, int]:
+    """How many resources are added, changed and destroyed, counted as Terraform does (a
+    replace is one of each of add and destroy); the plan and the apply's report both say it."""
     add = change = destroy = 0
     for c in changes:
         add += c.action in (Action.CREATE, Action.REPLACE)
         change += c.action is Action.UPDATE
         destroy += c.action in (Action.DELETE, Action.REPLACE)
+    return add, change, destroy
+
+
+def plan_summary(changes: Iterable[Change]) -> str:
+    add, change, destroy = counts(changes)
     return f"Plan: {add} to add, {change} to change, {destroy} to destroy."
 
 

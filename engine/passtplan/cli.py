@@ -11,17 +11,39 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from passtplan import __version__
 
 if TYPE_CHECKING:
     from passtplan.engine import ClusterFlags
 
+CHANGING = frozenset({"apply", "destroy", "rollback"})  # never offered for a mistyped command
+
+
+class Commands(TyperGroup):
+    """Commands; a mistyped one is answered with the closest commands that only read, so a
+    typo never leads to a change of the machine (`deploy` is no `destroy`)."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:  # typer's own click types
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            from difflib import get_close_matches
+
+            reading = [command for command in self.list_commands(ctx) if command not in CHANGING]
+            matches = get_close_matches(name, reading)
+            hint = f" Did you mean {', '.join(map(repr, matches))}?" if matches else ""
+            ctx.fail(f"No such command {name!r}.{hint}")
+        return super().resolve_command(ctx, args)
+
+
 app = typer.Typer(
     name="passtplan",
+    cls=Commands,
+    suggest_commands=False,
     help="Plan and apply KubeVirt passt + macvlan network labs, or try them in a sandbox.",
     no_args_is_help=True,
     add_completion=False,
@@ -74,6 +96,47 @@ Sandbox = Annotated[
         "--sandbox", help="Build the lab and its surroundings in network namespaces named LAB.NS."
     ),
 ]
+
+
+def _sandbox(does: str) -> Any:
+    """The --sandbox option, saying what it does for its command."""
+    return typer.Option("--sandbox", help=does)
+
+
+PlanSandbox = Annotated[
+    bool,
+    _sandbox(
+        "Plan the lab's sandbox: every namespace (host too) is LAB.NS on this machine, with "
+        "the sandbox: section; this machine's root namespace is not touched."
+    ),
+]
+ApplySandbox = Annotated[
+    bool,
+    _sandbox(
+        "Build the lab and its sandbox: section in network namespaces LAB.NS, with the VMs "
+        "run locally (passt and a guest); this machine's root namespace is not touched."
+    ),
+]
+DestroySandbox = Annotated[
+    bool,
+    _sandbox(
+        "Remove the lab's sandbox (its LAB.NS namespaces, its VMs' passt and guests), not "
+        "the lab applied on this node."
+    ),
+]
+CheckSandbox = Annotated[
+    bool,
+    _sandbox("Run the checks in the lab's sandbox, from its LAB.NS namespaces and VMs' guests."),
+]
+RollbackSandbox = Annotated[
+    bool, _sandbox("Undo the last apply of the lab's sandbox, not of the lab on this node.")
+]
+ShowSandbox = Annotated[
+    bool, _sandbox("With --lab: show the lab's sandbox namespaces (LAB.NS), host included.")
+]
+GraphSandbox = Annotated[bool, _sandbox("The action graph of the sandbox's plan.")]
+
+
 Kubeconfig = Annotated[
     str | None,
     typer.Option(
@@ -82,16 +145,26 @@ Kubeconfig = Annotated[
         metavar="FILE",
     ),
 ]
-Context = Annotated[str | None, typer.Option("--context", help="The kubeconfig context to use.")]
+Context = Annotated[
+    str | None,
+    typer.Option("--context", help="The kubeconfig context to use.", metavar="NAME"),
+]
 Node = Annotated[
     str | None,
-    typer.Option("--node", help="This node's name in the cluster (default: $NODE_NAME, hostname)."),
+    typer.Option(
+        "--node",
+        help="This node's name in the cluster (default: $NODE_NAME, hostname).",
+        metavar="NAME",
+    ),
 ]
 KubeletRoot = Annotated[
     str, typer.Option("--kubelet-root", help="Where kubelet keeps its pods.", metavar="DIR")
 ]
 Wait = Annotated[
-    float, typer.Option("--wait", help="Seconds to wait for a VM to be Running and Ready.")
+    float,
+    typer.Option(
+        "--wait", help="Seconds to wait for a VM to be Running and Ready.", metavar="SECONDS"
+    ),
 ]
 AutoApprove = Annotated[
     bool, typer.Option("--auto-approve", help="Do not ask for confirmation before changing.")
@@ -127,7 +200,7 @@ DestroyTargets = Annotated[
 @app.command()
 def plan(
     path: PlanFile,
-    sandbox: Sandbox = False,
+    sandbox: PlanSandbox = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     out: Annotated[
         Path | None, typer.Option("--out", help="Save the plan for `apply FILE`.", metavar="FILE")
@@ -164,7 +237,7 @@ def apply(
         Path,
         typer.Argument(help="A lab file, or a plan saved by `plan --out`.", metavar="PLAN|SAVED"),
     ],
-    sandbox: Sandbox = False,
+    sandbox: ApplySandbox = False,
     auto_approve: AutoApprove = False,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
@@ -201,7 +274,7 @@ def apply(
 @app.command()
 def rollback(
     path: PlanFile,
-    sandbox: Sandbox = False,
+    sandbox: RollbackSandbox = False,
     auto_approve: AutoApprove = False,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
@@ -225,7 +298,7 @@ def rollback(
 @app.command()
 def destroy(
     path: PlanFile,
-    sandbox: Sandbox = False,
+    sandbox: DestroySandbox = False,
     auto_approve: AutoApprove = False,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
@@ -250,7 +323,7 @@ def destroy(
 
 
 @app.command()
-def check(path: PlanFile, sandbox: Sandbox = False) -> None:
+def check(path: PlanFile, sandbox: CheckSandbox = False) -> None:
     """Run the lab's checks (ping, tcp) and print them as a table."""
     from passtplan.commands import check as command
 
@@ -274,7 +347,7 @@ def show(
             "--lab", help="Show this lab's namespaces, by the lab's names.", metavar="PLAN"
         ),
     ] = None,
-    sandbox: Sandbox = False,
+    sandbox: ShowSandbox = False,
 ) -> None:
     """Print the live state of network namespaces in the plan language."""
     from passtplan.commands import show as command
@@ -285,9 +358,10 @@ def show(
 @app.command()
 def graph(
     path: PlanFile,
-    sandbox: Sandbox = False,
+    sandbox: GraphSandbox = False,
     fmt: Annotated[
-        GraphFormat, typer.Option("--format", help="Output format.", case_sensitive=False)
+        GraphFormat,
+        typer.Option("--format", help="dot or mermaid.", metavar="FORMAT", case_sensitive=False),
     ] = GraphFormat.DOT,
 ) -> None:
     """Print the action graph of the plan."""

@@ -8,7 +8,15 @@ import json
 from collections import Counter
 
 from passtplan import resources as res
-from passtplan.changes import Action, ApplyReport, Change, Plan, plan_document, plan_summary
+from passtplan.changes import (
+    Action,
+    ApplyReport,
+    Change,
+    Plan,
+    counts,
+    plan_document,
+    plan_summary,
+)
 from passtplan.providers.checks import CheckResult
 from passtplan.walk import INTERRUPTED, Status
 
@@ -169,13 +177,12 @@ def checks_text(results: list[CheckResult]) -> str:
 
 def report_text(report: ApplyReport) -> str:
     lines = []
-    done = failed = skipped = 0
+    failed = skipped = 0
     for change, outcome in report.outcomes:
         if change.action is Action.NOOP and outcome.status is Status.DONE:
             continue
         symbol = SYMBOL[change.action]
         if outcome.status is Status.DONE:
-            done += 1
             lines.append(
                 f"  {symbol:3} {change.address}: {outcome.detail} [{outcome.seconds * 1000:.0f} ms]"
             )
@@ -194,9 +201,11 @@ def report_text(report: ApplyReport) -> str:
             + ("" if report.plan.destroy else ", or destroy to remove what was made")
         )
     verdict = f"{verb} complete!" if report.ok else f"{verb} failed."
+    added, changed, destroyed = counts(c for c, o in report.outcomes if o.status is Status.DONE)
+    unfinished = f"; {failed} failed, {skipped} skipped" if failed or skipped else ""
     lines.append("")
     lines.append(
-        f"{verdict} Resources: {done} done, {failed} failed, {skipped} skipped"
-        f" ({report.seconds:.2f} s)."
+        f"{verdict} Resources: {added} added, {changed} changed, {destroyed} destroyed"
+        f"{unfinished} ({report.seconds:.2f} s)."
     )
     return "\n".join(lines) + "\n"

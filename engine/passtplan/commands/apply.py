@@ -10,7 +10,7 @@ from passtplan import inputs
 from passtplan.apply import apply_plan, forget_destroyed
 from passtplan.changes import Plan, read_saved_plan
 from passtplan.commands.check import run_lab_checks
-from passtplan.commands.common import confirm, load
+from passtplan.commands.common import confirm, load, warn_other_mode
 from passtplan.commands.rollback import undo_last_apply
 from passtplan.desired import lab_id
 from passtplan.engine import (
@@ -51,6 +51,8 @@ def run(
     loaded = load(path)
     command = "destroy" if destroy else "apply"
     require_root(command)
+    if destroy:
+        warn_other_mode(loaded, sandbox=sandbox, command=command)
     cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
     key = lab_id(loaded.name, sandbox=sandbox)
     # The lock first: the record is read, and the plan made, by the one writer.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from passtplan.commands.common import load
+from passtplan.commands.common import load, other_mode
 from passtplan.desired import desired_state
-from passtplan.engine import open_files_limit, require_root, store_for
+from passtplan.engine import open_files_limit, require_root
 from passtplan.lang.loader import LoadedLab
 from passtplan.providers.checks import run_checks
 from passtplan.render import checks_text
@@ -41,12 +41,9 @@ def run_lab_checks(loaded: LoadedLab, *, sandbox: bool) -> int:
 
 def _not_applied_hint(loaded: LoadedLab, *, sandbox: bool) -> str:
     """Why checks found nothing to run in: the lab is applied in the other mode, or not at all."""
+    warning = other_mode(loaded, sandbox=sandbox, command="check")
+    if warning is not None:
+        return warning
     here = "with --sandbox" if sandbox else "on this node"
-    if store_for(loaded, sandbox=not sandbox).path.exists():
-        other = "without --sandbox" if sandbox else "with --sandbox"
-        return (
-            f"Lab {loaded.name} is not applied {here}, but it is {other}: "
-            f"run passtplan check {other}."
-        )
     flag = " --sandbox" if sandbox else ""
     return f"Lab {loaded.name} is not applied {here}: run passtplan apply{flag} first."

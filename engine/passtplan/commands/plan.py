@@ -7,7 +7,7 @@ from pathlib import Path
 
 from passtplan import inputs
 from passtplan.changes import saved_plan
-from passtplan.commands.common import load
+from passtplan.commands.common import load, warn_other_mode
 from passtplan.engine import ClusterFlags, cluster_context, make_plan, require_root, store_for
 from passtplan.providers.session import Session
 from passtplan.render import plan_json, plan_text
@@ -32,6 +32,7 @@ def run(
     if out is not None:
         inputs.out_path(out, lab=loaded.path)
     require_root("plan")
+    warn_other_mode(loaded, sandbox=sandbox, command="plan")
     cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
     store = store_for(loaded, sandbox=sandbox)
     with Session() as session:
