@@ -18,7 +18,7 @@ from passtplan.diff import diff
 from passtplan.lang.loader import load_lab
 from passtplan.render import plan_text, report_text
 from passtplan.walk import Outcome, Status
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, REPO
 from tests.observed import observed_state
 
 COMMANDS = ["validate", "plan", "apply", "rollback", "destroy", "check", "show", "graph", "schema"]
@@ -108,3 +108,14 @@ def test_a_lab_applied_in_the_other_mode_is_named_with_the_flag(
     (tmp_path / "g").mkdir()
     (tmp_path / "g" / "owned.json").write_text("{}")
     assert common.other_mode(loaded, sandbox=False, command="plan") is None  # both
+
+
+def test_a_warning_prints_once_and_not_for_a_command_that_makes_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seed = REPO / "plans" / "passt-macvlan"
+    common.load(seed)
+    printed = capsys.readouterr().err.splitlines()
+    assert len(printed) == 1 and "plaintext password" in printed[0]
+    common.load(seed, warn=False)  # destroy, check, show, rollback
+    assert capsys.readouterr().err == ""

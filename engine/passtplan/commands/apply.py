@@ -48,7 +48,7 @@ def run(
                 "or run passtplan apply on this plan"
             )
         return _run_saved(path, saved, flags, lock_timeout)
-    loaded = load(path)
+    loaded = load(path, warn=not destroy)
     command = "destroy" if destroy else "apply"
     require_root(command)
     if destroy:

@@ -20,15 +20,17 @@ class CommandExit(Exception):  # noqa: N818 - a control-flow signal, not an erro
         super().__init__(code)
 
 
-def load(path: Path) -> LoadedLab:
-    """The lab, its warnings printed; every error printed and exit 1 if it is not valid."""
+def load(path: Path, *, warn: bool = True) -> LoadedLab:
+    """The lab, its warnings printed (once; `warn` False for commands that make nothing from the
+    lab, such as destroy: a warning about a manifest is no news to them); every error printed
+    and exit 1 if it is not valid."""
     try:
         loaded = load_lab(path)
     except SpecError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
         raise CommandExit(1) from None
-    for warning in loaded.warnings:
+    for warning in loaded.warnings if warn else ():
         print(warning, file=sys.stderr)
     return loaded
 

@@ -46,7 +46,7 @@ def run(netns: list[str], *, as_json: bool, lab: Path | None = None, sandbox: bo
         if name != HOST:
             inputs.netns_name(name)
     if lab is not None:
-        loaded = load(lab)
+        loaded = load(lab, warn=False)
         require_root("show")
         namespaces = lab_namespaces(loaded.lab, sandbox=sandbox)
     else:
