@@ -395,6 +395,24 @@ def _exit(run: Callable[[], int]) -> None:
 
 
 @app.command()
+def fmt(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Lab files or their folders (default: ./lab.yaml).", metavar="PLAN"),
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Change nothing; exit 3 if a file is not canonical."),
+    ] = False,
+) -> None:
+    """Rewrite lab files in canonical form (key order, indentation), keeping comments; list
+    the files changed."""
+    from passtplan.commands import fmt as command
+
+    _exit(lambda: command.run(paths or [Path("lab.yaml")], check=check))
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of the plan language (schemas/lab.schema.json)."""
     from passtplan.lang.schema import lab_json_schema_text
