@@ -4,6 +4,7 @@ target and what depends on it only, and the plans say they are partial."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from passtplan.providers import kernel
 from tests.integration.conftest import Lab, ip_json
@@ -64,6 +65,21 @@ def test_target_applies_the_target_and_what_it_needs_only(
     assert links(lab, "c") == {"lo"}  # the namespace stays: it was not targeted
     assert "+ link.b/br0" in lab.plan("--sandbox").output
 
+    lab.destroy("--sandbox")
+    assert lab.leftovers() == []
+
+
+def test_a_saved_targeted_plan_applies_its_targets_only(
+    make_lab: Callable[[str], Lab], tmp_path: Path
+) -> None:
+    lab = make_lab(LAB)
+    saved = tmp_path / "saved.json"
+    lab.plan("--sandbox", "--target", "link.c/p0", "--out", str(saved))
+    applied = lab.run("apply", str(saved)).output
+    assert applied.startswith("Warning: resource targeting is in effect (--target link.c/p0)")
+    assert links(lab, "b") == {"lo", "p0", "br0"}  # the pair's other end, and its bridge
+    assert links(lab, "c") == {"lo", "p0"}
+    assert lab.netns("a") not in kernel.list_netns()
     lab.destroy("--sandbox")
     assert lab.leftovers() == []
 
