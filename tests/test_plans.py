@@ -51,7 +51,7 @@ def test_broken_copy_of_seed_reports_every_error_with_position(
     first = cli.invoke(app, ["validate", str(tmp_path / "lab.yaml")])
     assert first.exit_code == 1
     assert first.stderr.splitlines() == [
-        f"{tmp_path}/lab.yaml:22:15: namespaces.pod.links.macvlan1.mode: 'vepaa' is not allowed; "
+        f"{tmp_path}/lab.yaml:23:15: namespaces.pod.links.macvlan1.mode: 'vepaa' is not allowed; "
         "expected 'vepa', 'bridge', 'private', 'passthru' or 'source' (did you mean 'vepa'?)"
     ]
     (tmp_path / "lab.yaml").write_text(text.replace("vepaa", "vepa"))

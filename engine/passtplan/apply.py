@@ -116,7 +116,7 @@ def _apply_plan(
     verify_errors: list[VerifyError] = []
     if verify and all(o.status is Status.DONE for _, o in results):
         verify_errors = verify_live(plan, session, store, cluster)
-        if plan.destroy and not verify_errors:
+        if plan.destroy and not plan.targets and not verify_errors:
             forget_destroyed(plan, session, store)
     return ApplyReport(plan, results, verify_errors, time.perf_counter() - started, walked)
 
@@ -179,8 +179,12 @@ def _killed_after_test_hook(visit: Callable[[str], str]) -> Callable[[str], str]
 def verify_live(
     plan: Plan, session: Session, store: OwnershipStore, cluster: ClusterContext | None = None
 ) -> list[VerifyError]:
-    """Re-read the live state and hold it against the lab."""
-    return verify(plan.desired, observe_state(plan.desired, session, store, cluster))
+    """Re-read the live state and hold it against the lab (a targeted plan: its resources)."""
+    errors = verify(plan.desired, observe_state(plan.desired, session, store, cluster))
+    if plan.targets:
+        planned = {c.address for c in plan.changes}
+        errors = [e for e in errors if e.address in planned]
+    return errors
 
 
 def forget_destroyed(plan: Plan, session: Session, store: OwnershipStore) -> None:

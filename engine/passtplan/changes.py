@@ -77,6 +77,7 @@ class Plan:
     graph: Any  # networkx.DiGraph: the changes in dependency order, coalesced for batching
     destroy: bool = False
     node: str | None = None  # this node's name, when the lab has VMs on a cluster
+    targets: tuple[str, ...] = ()  # --target: the plan is of these and what they need only
 
     @property
     def pending(self) -> list[Change]:
@@ -142,12 +143,19 @@ def change_json(change: Change) -> dict[str, object]:
     }
 
 
-def plan_summary(changes: Iterable[Change]) -> str:
+def counts(changes: Iterable[Change]) -> tuple[int, int, int]:
+    """How many resources are added, changed and destroyed, counted as Terraform does (a
+    replace is one of each of add and destroy); the plan and the apply's report both say it."""
     add = change = destroy = 0
     for c in changes:
         add += c.action in (Action.CREATE, Action.REPLACE)
         change += c.action is Action.UPDATE
         destroy += c.action in (Action.DELETE, Action.REPLACE)
+    return add, change, destroy
+
+
+def plan_summary(changes: Iterable[Change]) -> str:
+    add, change, destroy = counts(changes)
     return f"Plan: {add} to add, {change} to change, {destroy} to destroy."
 
 
@@ -174,6 +182,7 @@ def saved_plan(plan: Plan, text: str) -> str:
         "lab_sha256": hashlib.sha256(plan.loaded.path.read_bytes()).hexdigest(),
         "sandbox": plan.desired.sandbox,
         "destroy": plan.destroy,
+        "targets": list(plan.targets),
         "fingerprint": plan.fingerprint,
         "changes": [change_json(c) for c in plan.changes],
         "lab_name": plan.desired.lab,

@@ -11,17 +11,39 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from passtplan import __version__
 
 if TYPE_CHECKING:
     from passtplan.engine import ClusterFlags
 
+CHANGING = frozenset({"apply", "destroy", "rollback"})  # never offered for a mistyped command
+
+
+class Commands(TyperGroup):
+    """Commands; a mistyped one is answered with the closest commands that only read, so a
+    typo never leads to a change of the machine (`deploy` is no `destroy`)."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:  # typer's own click types
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            from difflib import get_close_matches
+
+            reading = [command for command in self.list_commands(ctx) if command not in CHANGING]
+            matches = get_close_matches(name, reading)
+            hint = f" Did you mean {', '.join(map(repr, matches))}?" if matches else ""
+            ctx.fail(f"No such command {name!r}.{hint}")
+        return super().resolve_command(ctx, args)
+
+
 app = typer.Typer(
     name="passtplan",
+    cls=Commands,
+    suggest_commands=False,
     help="Plan and apply KubeVirt passt + macvlan network labs, or try them in a sandbox.",
     no_args_is_help=True,
     # --install-completion and --show-completion cost --help nothing measurable: typer imports
@@ -134,6 +156,47 @@ Sandbox = Annotated[
         "--sandbox", help="Build the lab and its surroundings in network namespaces named LAB.NS."
     ),
 ]
+
+
+def _sandbox(does: str) -> Any:
+    """The --sandbox option, saying what it does for its command."""
+    return typer.Option("--sandbox", help=does)
+
+
+PlanSandbox = Annotated[
+    bool,
+    _sandbox(
+        "Plan the lab's sandbox: every namespace (host too) is LAB.NS on this machine, with "
+        "the sandbox: section; this machine's root namespace is not touched."
+    ),
+]
+ApplySandbox = Annotated[
+    bool,
+    _sandbox(
+        "Build the lab and its sandbox: section in network namespaces LAB.NS, with the VMs "
+        "run locally (passt and a guest); this machine's root namespace is not touched."
+    ),
+]
+DestroySandbox = Annotated[
+    bool,
+    _sandbox(
+        "Remove the lab's sandbox (its LAB.NS namespaces, its VMs' passt and guests), not "
+        "the lab applied on this node."
+    ),
+]
+CheckSandbox = Annotated[
+    bool,
+    _sandbox("Run the checks in the lab's sandbox, from its LAB.NS namespaces and VMs' guests."),
+]
+RollbackSandbox = Annotated[
+    bool, _sandbox("Undo the last apply of the lab's sandbox, not of the lab on this node.")
+]
+ShowSandbox = Annotated[
+    bool, _sandbox("With --lab: show the lab's sandbox namespaces (LAB.NS), host included.")
+]
+GraphSandbox = Annotated[bool, _sandbox("The action graph of the sandbox's plan.")]
+
+
 Kubeconfig = Annotated[
     str | None,
     typer.Option(
@@ -142,16 +205,26 @@ Kubeconfig = Annotated[
         metavar="FILE",
     ),
 ]
-Context = Annotated[str | None, typer.Option("--context", help="The kubeconfig context to use.")]
+Context = Annotated[
+    str | None,
+    typer.Option("--context", help="The kubeconfig context to use.", metavar="NAME"),
+]
 Node = Annotated[
     str | None,
-    typer.Option("--node", help="This node's name in the cluster (default: $NODE_NAME, hostname)."),
+    typer.Option(
+        "--node",
+        help="This node's name in the cluster (default: $NODE_NAME, hostname).",
+        metavar="NAME",
+    ),
 ]
 KubeletRoot = Annotated[
     str, typer.Option("--kubelet-root", help="Where kubelet keeps its pods.", metavar="DIR")
 ]
 Wait = Annotated[
-    float, typer.Option("--wait", help="Seconds to wait for a VM to be Running and Ready.")
+    float,
+    typer.Option(
+        "--wait", help="Seconds to wait for a VM to be Running and Ready.", metavar="SECONDS"
+    ),
 ]
 AutoApprove = Annotated[
     bool, typer.Option("--auto-approve", help="Do not ask for confirmation before changing.")
@@ -165,12 +238,29 @@ LockTimeout = Annotated[
         min=0,
     ),
 ]
+Targets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        help="Only this resource (as the plan names it: link.pod/macvlan1) and what it needs "
+        "made first; repeatable.",
+        metavar="ADDRESS",
+    ),
+]
+DestroyTargets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        help="Only this resource and what depends on it; repeatable.",
+        metavar="ADDRESS",
+    ),
+]
 
 
 @app.command()
 def plan(
     path: PlanFile,
-    sandbox: Sandbox = False,
+    sandbox: PlanSandbox = False,
     output: Output = None,
     as_json: AsJson = False,
     out: Annotated[
@@ -184,6 +274,7 @@ def plan(
     node: Node = None,
     kubelet_root: KubeletRoot = "/var/lib/kubelet",
     no_color: NoColor = False,
+    target: Targets = None,
 ) -> None:
     """Show what apply would change on this machine."""
     from passtplan.commands import plan as command
@@ -198,6 +289,7 @@ def plan(
             out=out,
             detailed_exitcode=detailed_exitcode,
             flags=flags,
+            targets=tuple(target or ()),
         )
     )
 
@@ -208,7 +300,7 @@ def apply(
         Path,
         typer.Argument(help="A lab file, or a plan saved by `plan --out`.", metavar="PLAN|SAVED"),
     ],
-    sandbox: Sandbox = False,
+    sandbox: ApplySandbox = False,
     auto_approve: AutoApprove = False,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
@@ -224,6 +316,7 @@ def apply(
         ),
     ] = False,
     no_color: NoColor = False,
+    target: Targets = None,
 ) -> None:
     """Make the live state match the lab, in dependency order, then verify it."""
     from passtplan.commands import apply as command
@@ -237,6 +330,7 @@ def apply(
             flags=flags,
             lock_timeout=lock_timeout,
             rollback_on_failure=rollback_on_failure,
+            targets=tuple(target or ()),
         )
     )
 
@@ -244,7 +338,7 @@ def apply(
 @app.command()
 def rollback(
     path: PlanFile,
-    sandbox: Sandbox = False,
+    sandbox: RollbackSandbox = False,
     auto_approve: AutoApprove = False,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
@@ -269,12 +363,13 @@ def rollback(
 @app.command()
 def destroy(
     path: PlanFile,
-    sandbox: Sandbox = False,
+    sandbox: DestroySandbox = False,
     auto_approve: AutoApprove = False,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
     lock_timeout: LockTimeout = 0.0,
     no_color: NoColor = False,
+    target: DestroyTargets = None,
 ) -> None:
     """Remove everything the lab made, in reverse dependency order."""
     from passtplan.commands import apply as command
@@ -288,6 +383,7 @@ def destroy(
             destroy=True,
             flags=flags,
             lock_timeout=lock_timeout,
+            targets=tuple(target or ()),
         )
     )
 
@@ -295,7 +391,7 @@ def destroy(
 @app.command()
 def check(
     path: PlanFile,
-    sandbox: Sandbox = False,
+    sandbox: CheckSandbox = False,
     output: Output = None,
     as_json: AsJson = False,
     no_color: NoColor = False,
@@ -333,7 +429,7 @@ def show(
             "--lab", help="Show this lab's namespaces, by the lab's names.", metavar="PLAN"
         ),
     ] = None,
-    sandbox: Sandbox = False,
+    sandbox: ShowSandbox = False,
     no_color: NoColor = False,
 ) -> None:
     """Print the live state of network namespaces in the plan language (-o text is its YAML), or
@@ -347,9 +443,10 @@ def show(
 @app.command()
 def graph(
     path: PlanFile,
-    sandbox: Sandbox = False,
+    sandbox: GraphSandbox = False,
     fmt: Annotated[
-        GraphFormat, typer.Option("--format", help="Output format.", case_sensitive=False)
+        GraphFormat,
+        typer.Option("--format", help="dot or mermaid.", metavar="FORMAT", case_sensitive=False),
     ] = GraphFormat.DOT,
 ) -> None:
     """Print the action graph of the plan (the order apply keeps, not the topology: see
@@ -464,6 +561,24 @@ def list_labs(output: Output = None) -> None:
 
     fmt = _output(output, False, OutputFormat.TEXT)
     _exit(lambda: command.run(output=fmt))
+
+
+@app.command()
+def fmt(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Lab files or their folders (default: ./lab.yaml).", metavar="PLAN"),
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Change nothing; exit 3 if a file is not canonical."),
+    ] = False,
+) -> None:
+    """Rewrite lab files in canonical form (key order, indentation), keeping comments; list
+    the files changed."""
+    from passtplan.commands import fmt as command
+
+    _exit(lambda: command.run(paths or [Path("lab.yaml")], check=check))
 
 
 @app.command()

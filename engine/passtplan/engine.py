@@ -100,9 +100,19 @@ def make_plan(
     sandbox: bool,
     destroy: bool,
     cluster: ClusterContext | None = None,
+    targets: tuple[str, ...] = (),
 ) -> Plan:
+    """The plan; with `targets`, of those resources only and what must run before them."""
     with long_lived_heap():
-        return _make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
+        return _make_plan(
+            loaded,
+            session,
+            store,
+            sandbox=sandbox,
+            destroy=destroy,
+            cluster=cluster,
+            targets=targets,
+        )
 
 
 def check_passt_forms(loaded: LoadedLab, install: Install) -> None:
@@ -155,6 +165,7 @@ def _make_plan(
     sandbox: bool,
     destroy: bool,
     cluster: ClusterContext | None,
+    targets: tuple[str, ...],
 ) -> Plan:
     desired = desired_state(
         loaded.lab,
@@ -170,6 +181,10 @@ def _make_plan(
         check_passt_forms(loaded, cluster.cluster.install())
     state = observe_state(desired, session, store, cluster)
     changes = diff(desired, state)
+    if targets:
+        from passtplan.targets import targeted  # networkx, as for the graph below
+
+        changes = targeted(changes, desired, targets)
     # Built now: a cycle is an error at plan time, not half-way through apply.
     graph = (
         _action_graph(changes, desired)
@@ -177,7 +192,7 @@ def _make_plan(
         else None
     )
     node = cluster.node if cluster is not None else None
-    return Plan(loaded, desired, state, changes, fingerprint(state), graph, destroy, node)
+    return Plan(loaded, desired, state, changes, fingerprint(state), graph, destroy, node, targets)
 
 
 def _action_graph(changes: list[Change], desired: Desired) -> object:

@@ -275,6 +275,9 @@ def saved_plan(path: Path, raw: bytes) -> dict[str, object]:
             raise InputError(f"{path}: the saved plan has no {name!r}; {fix}")
         if not isinstance(data[name], kind) or (kind is not bool and isinstance(data[name], bool)):
             raise InputError(f"{path}: the saved plan's {name!r} has the wrong type; {fix}")
+    targets = data.setdefault("targets", [])  # optional: saved plans before --target had none
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise InputError(f"{path}: the saved plan's 'targets' has the wrong type; {fix}")
     if not SHA256.match(str(data["lab_sha256"])) or not data["lab"]:
         raise InputError(f"{path}: the saved plan's lab or lab_sha256 is malformed; {fix}")
     return data

@@ -13,7 +13,15 @@ import yaml
 
 from passtplan import resources as res
 from passtplan import style
-from passtplan.changes import Action, ApplyReport, Change, Plan, plan_document, plan_summary
+from passtplan.changes import (
+    Action,
+    ApplyReport,
+    Change,
+    Plan,
+    counts,
+    plan_document,
+    plan_summary,
+)
 from passtplan.walk import INTERRUPTED, Status
 
 if TYPE_CHECKING:  # the checks' probes load only when checks run
@@ -60,10 +68,15 @@ def cluster_vms_text(plan: Plan) -> str:
 def plan_text(plan: Plan) -> str:
     pending = plan.pending
     if not pending:
-        return cluster_vms_text(plan) + "No changes. The live state matches the plan.\n"
+        return (
+            cluster_vms_text(plan)
+            + warnings_text(plan)
+            + "No changes. The live state matches the plan.\n"
+        )
     mode = " (sandbox)" if plan.desired.sandbox else ""
     lines = [
         cluster_vms_text(plan)
+        + warnings_text(plan)
         + f"passtplan will perform the following actions on lab {plan.desired.lab}{mode}:",
         "",
     ]
@@ -72,6 +85,31 @@ def plan_text(plan: Plan) -> str:
         lines.append("")
     lines.append(plan_summary(pending))
     return "\n".join(lines) + "\n"
+
+
+def warnings_text(plan: Plan) -> str:
+    """What a reader must know before the actions: a partial plan (as Terraform warns of
+    -target), and changes to this machine's own root namespace."""
+    lines = []
+    if plan.targets:
+        lines.append(
+            f"Warning: resource targeting is in effect (--target {', '.join(plan.targets)}): "
+            "this plan is partial and may not show every change the lab asks for; --target is "
+            "for exceptional cases, such as recovering from a failed step."
+        )
+    roots = {
+        name
+        for name, ns in plan.desired.namespaces.items()
+        if ns.role is res.NamespaceRole.HOST and not plan.desired.sandbox
+    }
+    there = [c for c in plan.pending if getattr(c.resource, "namespace", None) in roots]
+    if there:
+        lines.append(
+            "Warning: this plan changes this machine's own root namespace (the lab's host; "
+            "with --sandbox it would be a namespace of its own):"
+        )
+        lines += [f"  {SYMBOL[c.action]} {c.address} {VERB[c.action]}" for c in there]
+    return "\n".join(lines) + "\n\n" if lines else ""
 
 
 def change_text(change: Change) -> list[str]:
@@ -181,13 +219,12 @@ def checks_text(results: list[CheckResult]) -> str:
 
 def report_text(report: ApplyReport) -> str:
     lines = []
-    done = failed = skipped = 0
+    failed = skipped = 0
     for change, outcome in report.outcomes:
         if change.action is Action.NOOP and outcome.status is Status.DONE:
             continue
         symbol = SYMBOL[change.action]
         if outcome.status is Status.DONE:
-            done += 1
             lines.append(
                 f"  {symbol:3} {change.address}: {outcome.detail} [{outcome.seconds * 1000:.0f} ms]"
             )
@@ -206,10 +243,12 @@ def report_text(report: ApplyReport) -> str:
             + ("" if report.plan.destroy else ", or destroy to remove what was made")
         )
     verdict = f"{verb} complete!" if report.ok else f"{verb} failed."
+    added, changed, destroyed = counts(c for c, o in report.outcomes if o.status is Status.DONE)
+    unfinished = f"; {failed} failed, {skipped} skipped" if failed or skipped else ""
     lines.append("")
     lines.append(
-        f"{verdict} Resources: {done} done, {failed} failed, {skipped} skipped"
-        f" ({report.seconds:.2f} s)."
+        f"{verdict} Resources: {added} added, {changed} changed, {destroyed} destroyed"
+        f"{unfinished} ({report.seconds:.2f} s)."
     )
     return "\n".join(lines) + "\n"
 

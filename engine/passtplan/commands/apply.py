@@ -10,7 +10,7 @@ from passtplan import inputs
 from passtplan.apply import apply_plan, forget_destroyed
 from passtplan.changes import Plan, read_saved_plan
 from passtplan.commands.check import run_lab_checks
-from passtplan.commands.common import confirm, load
+from passtplan.commands.common import confirm, load, warn_other_mode
 from passtplan.commands.rollback import undo_last_apply
 from passtplan.desired import lab_id
 from passtplan.engine import (
@@ -21,6 +21,7 @@ from passtplan.engine import (
     store_for,
 )
 from passtplan.errors import PasstplanError
+from passtplan.lang.loader import LoadedLab
 from passtplan.providers.lock import lab_lock
 from passtplan.providers.ownership import OwnershipStore
 from passtplan.providers.session import Session
@@ -37,6 +38,7 @@ def run(
     flags: ClusterFlags | None = None,
     lock_timeout: float = 0.0,
     rollback_on_failure: bool = False,
+    targets: tuple[str, ...] = (),
 ) -> int:
     saved = read_saved_plan(path)
     if saved is not None:
@@ -46,26 +48,36 @@ def run(
                 "or run passtplan apply on this plan"
             )
         return _run_saved(path, saved, flags, lock_timeout)
-    loaded = load(path)
+    loaded = load(path, warn=not destroy)
     command = "destroy" if destroy else "apply"
     require_root(command)
+    if destroy:
+        warn_other_mode(loaded, sandbox=sandbox, command=command)
     cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
     key = lab_id(loaded.name, sandbox=sandbox)
     # The lock first: the record is read, and the plan made, by the one writer.
     with lab_lock(key, f"passtplan {command}", lock_timeout), Session() as session:
         store = store_for(loaded, sandbox=sandbox)
-        plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
+        plan = make_plan(
+            loaded,
+            session,
+            store,
+            sandbox=sandbox,
+            destroy=destroy,
+            cluster=cluster,
+            targets=targets,
+        )
         sys.stdout.write(colored(plan_text(plan)))
         failed = 0
         if plan.pending:
             verb = "destroy everything this lab made" if destroy else "perform these actions"
             confirm(f"\nDo you really want to {verb}?", auto_approve=auto_approve)
             failed = _execute(plan, session, store, cluster)
-        elif destroy:
+        elif destroy and not targets:
             forget_destroyed(plan, session, store)
         if destroy:
             return failed
-        failed = failed or run_lab_checks(loaded, sandbox=sandbox)
+        failed = failed or _checks(loaded, sandbox=sandbox, targets=targets)
         wanted = rollback_on_failure or loaded.lab.settings.rollback == "on-failure"
         if failed and wanted and plan.pending:
             print("\nThe apply failed: rolling it back (rollback on failure).")
@@ -88,12 +100,22 @@ def _run_saved(
     loaded = load(lab_path)
     require_root("apply")
     sandbox, destroy = bool(saved["sandbox"]), bool(saved["destroy"])
+    listed = saved["targets"]
+    targets = tuple(map(str, listed)) if isinstance(listed, list) else ()
     cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
     command = "destroy" if destroy else "apply"
     key = lab_id(loaded.name, sandbox=sandbox)
     with lab_lock(key, f"passtplan {command}", lock_timeout), Session() as session:
         store = store_for(loaded, sandbox=sandbox)
-        plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
+        plan = make_plan(
+            loaded,
+            session,
+            store,
+            sandbox=sandbox,
+            destroy=destroy,
+            cluster=cluster,
+            targets=targets,
+        )
         if plan.fingerprint != saved["fingerprint"]:
             raise PasstplanError(
                 f"{path}: the live state changed since the plan was saved, so it may no longer "
@@ -102,7 +124,21 @@ def _run_saved(
         sys.stdout.write(colored(plan_text(plan)))
         if plan.pending and _execute(plan, session, store, cluster):
             return 1
-    return 0 if destroy else run_lab_checks(loaded, sandbox=sandbox)
+    return 0 if destroy else _checks(loaded, sandbox=sandbox, targets=targets)
+
+
+def _checks(loaded: LoadedLab, *, sandbox: bool, targets: tuple[str, ...]) -> int:
+    """The lab's checks after an apply; not after a targeted one, which may have left out
+    what they need (Terraform's "Applied changes may be incomplete")."""
+    if not targets:
+        return run_lab_checks(loaded, sandbox=sandbox)
+    flag = " --sandbox" if sandbox else ""
+    print(
+        "\nWarning: applied changes may be incomplete: the plan was made with --target, so the "
+        f"lab's checks were not run; run passtplan plan{flag} to see what else is pending, "
+        f"and passtplan check{flag}."
+    )
+    return 0
 
 
 def _execute(

@@ -5,16 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from passtplan.commands.common import load
+from passtplan.commands.common import load, other_mode
 from passtplan.desired import desired_state
-from passtplan.engine import open_files_limit, require_root, store_for
+from passtplan.engine import open_files_limit, require_root
 from passtplan.lang.loader import LoadedLab
 from passtplan.providers.checks import run_checks
 from passtplan.render import as_format, checks_document, checks_text, colored
 
 
 def run(path: Path, *, sandbox: bool, output: str = "text") -> int:
-    loaded = load(path)
+    loaded = load(path, warn=False)
     require_root("check")
     return run_lab_checks(loaded, sandbox=sandbox, output=output)
 
@@ -52,12 +52,9 @@ def run_lab_checks(loaded: LoadedLab, *, sandbox: bool, output: str = "text") ->
 
 def _not_applied_hint(loaded: LoadedLab, *, sandbox: bool) -> str:
     """Why checks found nothing to run in: the lab is applied in the other mode, or not at all."""
+    warning = other_mode(loaded, sandbox=sandbox, command="check")
+    if warning is not None:
+        return warning
     here = "with --sandbox" if sandbox else "on this node"
-    if store_for(loaded, sandbox=not sandbox).path.exists():
-        other = "without --sandbox" if sandbox else "with --sandbox"
-        return (
-            f"Lab {loaded.name} is not applied {here}, but it is {other}: "
-            f"run passtplan check {other}."
-        )
     flag = " --sandbox" if sandbox else ""
     return f"Lab {loaded.name} is not applied {here}: run passtplan apply{flag} first."

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from passtplan import inputs
 from passtplan.changes import plan_document, saved_plan
-from passtplan.commands.common import load
+from passtplan.commands.common import load, warn_other_mode
 from passtplan.engine import ClusterFlags, cluster_context, make_plan, require_root, store_for
 from passtplan.providers.session import Session
 from passtplan.render import as_format, colored, plan_text
@@ -24,6 +24,7 @@ def run(
     detailed_exitcode: bool,
     destroy: bool = False,
     flags: ClusterFlags | None = None,
+    targets: tuple[str, ...] = (),
 ) -> int:
     if out is not None:
         inputs.out_path(out)
@@ -31,10 +32,19 @@ def run(
     if out is not None:
         inputs.out_path(out, lab=loaded.path)
     require_root("plan")
+    warn_other_mode(loaded, sandbox=sandbox, command="plan")
     cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
     store = store_for(loaded, sandbox=sandbox)
     with Session() as session:
-        plan = make_plan(loaded, session, store, sandbox=sandbox, destroy=destroy, cluster=cluster)
+        plan = make_plan(
+            loaded,
+            session,
+            store,
+            sandbox=sandbox,
+            destroy=destroy,
+            cluster=cluster,
+            targets=targets,
+        )
     text = plan_text(plan)
     sys.stdout.write(colored(text) if output == "text" else as_format(plan_document(plan), output))
     if out is not None:

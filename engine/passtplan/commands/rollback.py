@@ -31,7 +31,7 @@ def run(
     flags: ClusterFlags | None = None,
     lock_timeout: float = 0.0,
 ) -> int:
-    loaded = load(path)
+    loaded = load(path, warn=False)
     require_root("rollback")
     cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
     desired = desired_state(

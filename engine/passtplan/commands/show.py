@@ -59,7 +59,7 @@ def run(
         if name != HOST:
             inputs.netns_name(name)
     if lab is not None:
-        loaded = load(lab)
+        loaded = load(lab, warn=False)
         require_root("show")
         namespaces = lab_namespaces(loaded.lab, sandbox=sandbox)
     else:

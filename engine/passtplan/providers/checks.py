@@ -5,11 +5,17 @@ raw ICMP, so the reply's TTL is read back (passt answers a guest's ping itself, 
 TCP, which reads the server's greeting. A client that waits for the server to speak first
 would wait forever behind passt, which acknowledges a guest's SYN-ACK only with the client's
 first data; as an ssh client does, the probe speaks if the server has not after a moment.
+
+Checks run side by side (a bounded pool), so a lab whose target is down fails in about one
+check's timeout rather than the sum of them; results keep the lab's order. A probe never
+outlives its check's deadline, and an answer that will not change by waiting (connection
+refused, no route, an ICMP destination unreachable) fails the check at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
 import select
@@ -17,6 +23,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +37,10 @@ from passtplan.providers.session import namespace_file
 RETRY_EVERY = 0.2  # seconds between attempts while a check has time left
 GREETING_WAIT = 0.5  # how long a TCP probe lets the server speak first
 CLIENT_GREETING = b"SSH-2.0-passtplan_check\r\n"
+MAX_PARALLEL = 8  # checks probing at once
+CONNECT_ATTEMPT = 2.0  # a TCP connect is tried again after this (a SYN lost before a route is up)
+# Errors that say the target cannot be reached now and will not be by retrying within a check.
+FINAL_ERRORS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH}
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,11 @@ class CheckResult:
 
 
 def run_checks(checks: tuple[Check, ...], desired: Desired) -> list[CheckResult]:
-    return [run_check(check, desired) for check in checks]
+    """Every check, side by side; the results in the lab's order."""
+    if not checks:
+        return []
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(checks))) as pool:
+        return list(pool.map(lambda check: run_check(check, desired), checks))
 
 
 def run_check(check: Check, desired: Desired) -> CheckResult:
@@ -91,14 +106,33 @@ def _source_file(source: str, desired: Desired) -> Path | Elsewhere | str:
     return found if found is not None else f"namespace {source} does not exist"
 
 
+class Unreachable(Exception):  # noqa: N818 - an answer, not an error of passtplan
+    """The network answered that the target cannot be reached: no use trying again."""
+
+
 def _probe_until(check: Check, deadline: float) -> tuple[bool, str]:
-    """Probe until it succeeds or the deadline passes; a check expected to fail probes once,
-    for its whole timeout."""
+    """Probe until it succeeds, the network says the target is unreachable, or the deadline
+    passes; a check expected to fail probes once, for its whole timeout."""
     while True:
-        ok, detail = _probe(check, deadline)
+        try:
+            ok, detail = _probe(check, deadline)
+        except Unreachable as exc:
+            return False, str(exc)
         if ok or check.expect == "failure" or time.monotonic() + RETRY_EVERY >= deadline:
             return ok, detail
         time.sleep(RETRY_EVERY)  # polling the network until the deadline
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _failed(exc: OSError) -> str:
+    """Why a socket call failed; raises Unreachable when retrying cannot help."""
+    why = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in FINAL_ERRORS:
+        raise Unreachable(why)
+    return why
 
 
 def _probe(check: Check, deadline: float) -> tuple[bool, str]:
@@ -128,11 +162,23 @@ def ping(target: str, deadline: float) -> tuple[bool, str]:
         try:
             sock.sendto(header + payload, (target, 0))
         except OSError as exc:
-            return False, exc.strerror or str(exc)
+            return False, _failed(exc)
         wait_until = min(deadline, time.monotonic() + 1.0)
         for ttl in _echo_replies(sock, v6, ident, seq, wait_until):
             return True, f"ttl={ttl}"
     return False, "no reply"
+
+
+UNREACHABLE_TYPE = {False: 3, True: 1}  # ICMP and ICMPv6 destination unreachable
+INNER_ECHO = {False: 8, True: 128}  # the echo request quoted in it
+UNREACHABLE_CODES = {  # RFC 792 and RFC 4443, the codes a check meets
+    False: {0: "network unreachable", 1: "host unreachable", 13: "administratively prohibited"},
+    True: {
+        0: "no route to destination",
+        1: "administratively prohibited",
+        3: "address unreachable",
+    },
+}
 
 
 def _echo_replies(
@@ -141,7 +187,7 @@ def _echo_replies(
     while (left := deadline - time.monotonic()) > 0:
         if not select.select([sock], [], [], left)[0]:
             return
-        data, ancillary, _, _ = sock.recvmsg(2048, socket.CMSG_SPACE(4))
+        data, ancillary, _, sender = sock.recvmsg(2048, socket.CMSG_SPACE(4))
         if v6:
             icmp, ttl = data, _hop_limit(ancillary)
         else:
@@ -149,6 +195,22 @@ def _echo_replies(
         is_reply = len(icmp) >= 8 and icmp[0] == (129 if v6 else 0)
         if is_reply and struct.unpack("!HH", icmp[4:8]) == (ident, seq):
             yield ttl
+        if _unreachable_for(icmp, v6, ident, seq):
+            why = UNREACHABLE_CODES[v6].get(icmp[1], f"destination unreachable, code {icmp[1]}")
+            raise Unreachable(f"{why} (from {sender[0]})")
+
+
+def _unreachable_for(icmp: bytes, v6: bool, ident: int, seq: int) -> bool:
+    """Whether `icmp` is a destination unreachable quoting our echo request: its payload holds
+    the request's IP header and at least its first 8 bytes (RFC 792, RFC 4443)."""
+    if len(icmp) < 8 or icmp[0] != UNREACHABLE_TYPE[v6]:
+        return False
+    quoted = icmp[8:]
+    start = 40 if v6 else (quoted[0] & 0x0F) * 4 if quoted else 0
+    echo = quoted[start : start + 8]
+    return (
+        len(echo) == 8 and echo[0] == INNER_ECHO[v6] and echo[4:8] == struct.pack("!HH", ident, seq)
+    )
 
 
 def _hop_limit(ancillary: list[tuple[int, int, bytes]]) -> int:
@@ -164,24 +226,29 @@ def _hop_limit(ancillary: list[tuple[int, int, bytes]]) -> int:
 def tcp(host: str, port: int, deadline: float) -> tuple[bool, str]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.settimeout(max(0.1, min(2.0, deadline - time.monotonic())))
+        left = _left(deadline)
+        if not left:
+            return False, "timed out"
+        sock.settimeout(min(CONNECT_ATTEMPT, left))
         try:
             sock.connect((host, port))
         except OSError as exc:
-            return False, exc.strerror or str(exc) or type(exc).__name__
+            return False, _failed(exc)
         greeting = _greeting(sock, deadline)
     return True, f"connected; {greeting}" if greeting else "connected"
 
 
 def _greeting(sock: socket.socket, deadline: float) -> str:
-    """The server's first line, speaking first if it stays silent (as an ssh client does)."""
+    """The server's first line, speaking first if it stays silent (as an ssh client does); ""
+    when none comes before the deadline."""
+    # A timeout of 0 makes the socket non-blocking: past the deadline, recv fails at once.
     with contextlib.suppress(OSError):
-        sock.settimeout(min(GREETING_WAIT, max(0.05, deadline - time.monotonic())))
+        sock.settimeout(min(GREETING_WAIT, _left(deadline)))
         try:
             data = sock.recv(256)
         except TimeoutError:
             sock.sendall(CLIENT_GREETING)
-            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            sock.settimeout(_left(deadline))
             data = sock.recv(256)
         line = data.decode(errors="replace").splitlines()[0] if data else ""
         return f"greeting: {line}" if line else ""
