@@ -56,9 +56,9 @@ SCRIPTS = {
 # Accounts of a busybox guest: root logs in with a key (a `*` password takes none; dropbear
 # refuses every method to a `!` locked account). An overlay may replace these files.
 ACCOUNT_FILES = {
-    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\ntcpdump:x:104:104::/nonexistent:/bin/false\n",
-    "etc/group": "root:x:0:\ntty:x:5:\ntcpdump:x:104:\n",
-    "etc/shadow": "root:*:19000:0:99999:7:::\ntcpdump:*:19000:0:99999:7:::\n",
+    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+    "etc/group": "root:x:0:\ntty:x:5:\n",
+    "etc/shadow": "root:*:19000:0:99999:7:::\n",
     "etc/shells": "/bin/sh\n/bin/ash\n",
     "etc/passtplan/guest.env": (
         "GUEST_HOSTNAME='guest'\nGUEST_SSH_PORTS='22'\nGUEST_MTU_FROM_DHCP=1\n"
