@@ -12,6 +12,7 @@ inputs reuses it, and needs no apt once the kernel's .deb is kept in IMAGE_ROOT/
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
@@ -243,11 +244,14 @@ def build_image() -> GuestImage:
             "main and security sources)"
         )
     wanted = inputs(kernel)
-    image = _complete(wanted.digest)
-    if image is None:
-        image = _build(wanted)
-    _pin(kernel)
-    _prune(keep=image.digest, deb=kernel.deb)
+    try:
+        image = _complete(wanted.digest) or _build(wanted)
+        _pin(kernel)
+        _prune(keep=image.digest, deb=kernel.deb)
+    except OSError as error:
+        denied = error.errno in (errno.EACCES, errno.EPERM)
+        fix = "run it as root (scripts/setup does)" if denied else "it must be a writable directory"
+        raise ImageError(f"guest image: {error.filename}: {error.strerror}: {fix}") from None
     return image
 
 
