@@ -6,6 +6,7 @@ nor pyroute2 or kubernetes.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -606,3 +607,7 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+    finally:
+        # What the command made (models, schemas, the observed state) lives until exit anyway;
+        # frozen, the collection Python runs at shutdown skips it: ~0.1 s of a no-op plan.
+        gc.freeze()
