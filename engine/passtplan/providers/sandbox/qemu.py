@@ -76,13 +76,14 @@ class QemuGuest:
 
         def ready() -> bool:
             if KVM_FAILURE in _text(log):
-                stop(qemu)
                 raise VmError(f"QEMU under {accel}: {KVM_FAILURE} (see {log})")
             return READY.search(_text(console)) is not None
 
-        wait_for(
-            ready, qemu, f"the guest to boot and take its lease ({console})", log, BOOT_DEADLINE
-        )
+        try:
+            wait_for(ready, qemu, f"the guest to take its lease ({console})", log, BOOT_DEADLINE)
+        except VmError:
+            stop(qemu)  # a guest without its lease holds passt's one connection
+            raise
         found = READY.search(_text(console))
         assert found is not None
         capped = " capped for this machine" if (memory, cpus) != (vm.memory_mib, vm.cpus) else ""
@@ -105,7 +106,7 @@ class QemuGuest:
 
     @staticmethod
     def _remove_run_files(directory: Path) -> None:
-        for name in (CONSOLE_SOCKET, EXEC_SOCKET, EXEC_LOCK, INITRAMFS):
+        for name in (CONSOLE_SOCKET, CONSOLE_LOG, EXEC_SOCKET, EXEC_LOCK, INITRAMFS):
             (directory / name).unlink(missing_ok=True)
 
     def checks_from(self, vm: res.Vm, directory: Path) -> Path | GuestShell | str:
