@@ -53,7 +53,7 @@ class QemuGuest:
         self._remove_run_files(directory)
         initramfs = directory / INITRAMFS
         initramfs.write_bytes(image.initramfs.read_bytes() + newc(overlay(vm)))
-        accel = pick_accelerator(image)
+        accel = pick_accelerator()
         memory, cpus = machine_share(vm.memory_mib), min(vm.cpus, os.cpu_count() or 1)
         command = [
             *(QEMU, "-name", vm.name, "-nodefaults", "-nographic", "-no-reboot"),
