@@ -1,0 +1,1 @@
+"""The sandbox: what stands in for a cluster node and its VMs on this machine."""
