@@ -45,10 +45,17 @@ def test_a_check_to_the_pod_address_counts_and_vm_checks_do_not(tmp_path: Path) 
     assert access(load_lab(tmp_path / "lab.yaml"), sandbox=True) == Access("host", "10.233.70.4")
 
 
-def test_without_a_check_from_this_mode_the_error_names_the_fix() -> None:
-    # on a node the office does not exist: it is the sandbox's
-    with pytest.raises(PasstplanError, match=r"no check reaches vm passt-macvlan .* add one"):
+def test_on_a_node_the_office_does_not_exist() -> None:
+    with pytest.raises(PasstplanError, match=r"run from office, a namespace of the sandbox only"):
         access(load_lab(SEED), sandbox=False)
+
+
+def test_without_a_check_to_the_vm_the_error_names_the_fix(tmp_path: Path) -> None:
+    lab = SEED.read_text().replace("ping: 10.7.120.202", "ping: 10.7.0.1")
+    (tmp_path / "lab.yaml").write_text(lab.replace('"10.7.120.202:22"', '"10.7.0.1:22"'))
+    (tmp_path / "passt-vm.yaml").write_text((SEED.parent / "passt-vm.yaml").read_text())
+    with pytest.raises(PasstplanError, match=r"no check reaches vm passt-macvlan .* add one"):
+        access(load_lab(tmp_path / "lab.yaml"), sandbox=True)
 
 
 def test_ssh_argv_with_the_lab_key_and_a_command() -> None:

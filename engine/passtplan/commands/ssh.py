@@ -100,12 +100,19 @@ def vm_addresses(loaded: LoadedLab, desired: Desired, vm: str) -> set[str]:
 def find_access(loaded: LoadedLab, desired: Desired, vm: str) -> Access:
     """The first check from a namespace of this mode to one of the VM's addresses."""
     addresses = vm_addresses(loaded, desired, vm)
+    elsewhere = []  # sources of checks that reach the VM from a namespace of the sandbox
     for check in loaded.lab.checks:
         host = check.ping or (check.tcp or "").rpartition(":")[0].strip("[]")
-        if check.source.startswith(VM_PREFIX) or check.source not in desired.namespaces:
+        if check.source.startswith(VM_PREFIX) or host not in addresses:
             continue
-        if host in addresses:
+        if check.source in desired.namespaces:
             return Access(check.source, host)
+        elsewhere.append(check.source)
+    if elsewhere:
+        raise PasstplanError(
+            f"the checks that reach vm {vm} run from {elsewhere[0]}, a namespace of the "
+            "sandbox only: add --sandbox"
+        )
     example = min(addresses, default="ADDRESS")
     raise PasstplanError(
         f"{loaded.path}: no check reaches vm {vm} from a namespace, so passtplan ssh does not "
