@@ -83,10 +83,13 @@ def test_plain_text_passwd_is_hashed_only_when_the_user_unlocks_it() -> None:
     assert passwords["root"] == "*"  # no password, and still a key login (never '!')
     passwd = files(config)["etc/passwd"].decode().splitlines()
     assert passwd == [
-        "root:x:0:0::/root:/bin/sh",
-        "alice:x:1000:1000::/home/alice:/bin/sh",
-        "bob:x:1001:1001::/home/bob:/bin/sh",
+        "root:x:0:0:root:/root:/bin/sh",
+        "tcpdump:x:104:104::/nonexistent:/bin/false",  # the image's accounts stay
+        "alice:x:1000:1000:alice:/home/alice:/bin/sh",
+        "bob:x:1001:1001:bob:/home/bob:/bin/sh",
     ]
+    group = files(config)["etc/group"].decode().splitlines()
+    assert group[-2:] == ["alice:x:1000:", "bob:x:1001:"] and group[0] == "root:x:0:"
 
 
 @pytest.mark.parametrize(
@@ -206,7 +209,7 @@ def test_user_data_that_is_not_a_cloud_config(
 ) -> None:
     config = guest_config(manifest(volume=volume), LAB_KEY)
     assert config.not_applied == not_applied
-    assert shadow(config) == {"root": "*"}
+    assert shadow(config) == {"root": "*", "tcpdump": "*"}
 
 
 def test_write_files_with_encodings_and_modes() -> None:

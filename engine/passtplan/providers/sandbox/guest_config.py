@@ -27,6 +27,7 @@ from passtplan.errors import PasstplanError
 from passtplan.lang.cloudinit import ROOT, GuestFile, GuestUser, Password, cloud_config
 from passtplan.lang.manifest import VmManifest
 from passtplan.providers.sandbox.cpio import CpioEntry
+from passtplan.providers.sandbox.image import ACCOUNT_FILES
 
 with warnings.catch_warnings():
     # Python 3.11's crypt(3), deprecated for 3.13; busybox and dropbear check $6$ (SHA-512) hashes.
@@ -115,8 +116,13 @@ class GuestConfig:
         overlay = _Overlay()
         overlay.file("etc/passtplan/guest.env", 0o644, self._guest_env())
         accounts = _accounts(self.users)
-        overlay.file("etc/passwd", 0o644, "".join(f"{a.passwd_line}\n" for a in accounts))
-        overlay.file("etc/shadow", 0o600, "".join(f"{a.shadow_line}\n" for a in accounts))
+        for path, mode, line in (
+            ("etc/passwd", 0o644, _Account.passwd_line),
+            ("etc/group", 0o644, _Account.group_line),
+            ("etc/shadow", 0o640, _Account.shadow_line),
+        ):
+            lines = {a.user.name: line(a) for a in accounts if a.uid or path != "etc/group"}
+            overlay.file(path, mode, _merged(ACCOUNT_FILES[path], lines))
         for account in accounts:
             if account.user.keys:
                 keys = "".join(f"{k.strip()}\n" for k in account.user.keys)
@@ -152,19 +158,29 @@ class _Account:
     uid: int
     home: str  # relative to /, as the archive names paths
 
-    @property
     def passwd_line(self) -> str:
-        gecos = self.user.gecos.replace(":", " ").replace("\n", " ")
+        gecos = (self.user.gecos or self.user.name).replace(":", " ").replace("\n", " ")
         return f"{self.user.name}:x:{self.uid}:{self.uid}:{gecos}:/{self.home}:{SHELL}"
 
-    @property
+    def group_line(self) -> str:
+        return f"{self.user.name}:x:{self.uid}:"
+
     def shadow_line(self) -> str:
         return f"{self.user.name}:{_shadow_password(self.user.password)}::0:99999:7:::"
+
+
+def _merged(base: str, lines: dict[str, str]) -> str:
+    """The image's account file with these accounts' lines in place of theirs, and the new
+    accounts' lines after it (the image's other accounts, tcpdump's, stay)."""
+    new = dict(lines)
+    kept = [new.pop(line.split(":")[0], line) for line in base.splitlines()]
+    return "".join(f"{line}\n" for line in [*kept, *new.values()])
 
 
 def _accounts(users: tuple[GuestUser, ...]) -> list[_Account]:
     """Each user with a uid (its own, or the next free one from 1000) and a home."""
     taken = {u.uid for u in users if u.uid is not None}
+    taken |= {int(line.split(":")[2]) for line in ACCOUNT_FILES["etc/passwd"].splitlines()}
     free = (uid for uid in range(FIRST_UID, 1 << 31) if uid not in taken)
     accounts = []
     for user in users:
