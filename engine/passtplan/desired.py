@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import Literal
 
 from passtplan import resources as res
+from passtplan.kubevirt import guest_cpus, guest_memory_mib
 from passtplan.lang import models as spec
 from passtplan.lang.manifest import Port, VmManifest
 from passtplan.lang.semantics import split_ref
@@ -138,6 +139,9 @@ def sandbox_vm(
         forwarding=forwarding,
         node=node,
         kubevirt=lab.sandbox.kubevirt,
+        guest_kind=lab.sandbox.guest,
+        memory_mib=guest_memory_mib(manifest.body),
+        cpus=guest_cpus(manifest.body),
     )
 
 

@@ -11,9 +11,9 @@ from passtplan.desired import Desired, lab_id
 from passtplan.errors import PasstplanError
 from passtplan.inputs import NAME_MAX, SUN_PATH_MAX
 
-CALICO_HOST_PREFIX = "cali"  # as providers/vm_local names a VM's CNI host end
+CALICO_HOST_PREFIX = "cali"  # as providers/sandbox/launcher names a VM's CNI host end
 IFNAME_MAX = 15
-PASST_SOCKET = ("passt", "passt.socket")  # under the VM's directory, as vm_local places it
+PASST_SOCKET = ("passt", "passt.socket")  # under the VM's directory, as the launcher places it
 
 
 def host_end(vm: str) -> str:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from passtplan import resources as res
 from passtplan.changes import Action, Change
 from passtplan.providers.context import ApplyContext, ApplyError
+from passtplan.providers.sandbox.launcher import LocalVmDriver
 from passtplan.providers.vm_kubevirt import vmi_address
-from passtplan.providers.vm_local import LocalVmDriver
 
 
 def depends_on(vm: res.Vm | res.ClusterVm) -> Iterator[str]:

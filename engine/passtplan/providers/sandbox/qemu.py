@@ -1,0 +1,138 @@
+"""The QEMU guest: a Debian kernel with a busybox userland on passt's socket, as KubeVirt runs a
+VM (`-netdev stream` to passt's UNIX socket, a virtio-net device with the guest's MAC).
+
+The initramfs is the cached base image (image.py, built by scripts/setup) with the VM's own files
+appended as a second archive (the overlay: guest.env, keys, users), a copy per VM in its
+directory. QEMU runs in the pod's namespace, as in virt-launcher; its serial console is a socket
+(`passtplan console`) logged to console.log, and a second serial port carries the exec channel
+(exec.py). The guest's /init prints PASSTPLAN-GUEST-READY once it has its lease and sshd runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from passtplan import resources as res
+from passtplan.providers.sandbox.accel import KVM_FAILURE, pick_accelerator
+from passtplan.providers.sandbox.cpio import CpioEntry, newc
+from passtplan.providers.sandbox.exec import EXEC_LOCK, EXEC_SOCKET, GuestShell
+from passtplan.providers.sandbox.guests import Started
+from passtplan.providers.sandbox.image import cached_image
+from passtplan.providers.sandbox.process import Process, VmError, in_netns, spawn, stop, wait_for
+
+QEMU = "qemu-system-x86_64"
+GUEST_MAC = "52:54:00:12:34:56"  # QEMU's default, the guest MAC in the seed lab
+BOOT_DEADLINE = 120.0  # TCG on a busy 2-CPU machine; a boot takes 3-4 s when idle
+READY = re.compile(r"PASSTPLAN-GUEST-READY (\S+) mtu (\d+)")
+MIN_MEMORY_MIB = 128  # a busybox guest does not boot in 64 MiB
+MEMORY_SHARE = 4  # at most a quarter of the machine's memory per VM
+CONSOLE_SOCKET, CONSOLE_LOG, QEMU_LOG, INITRAMFS = (
+    "console.sock",
+    "console.log",
+    "qemu.log",
+    "initramfs.img",
+)
+
+
+class QemuGuest:
+    what = "QEMU"
+    survives_passt = False  # QEMU 7.2 neither notices nor retries a stream passt closed
+
+    def namespaces(self, vm: res.Vm) -> tuple[str, ...]:
+        return ()  # the guest's network is inside QEMU
+
+    def start(self, vm: res.Vm, directory: Path, socket_path: Path) -> Started:
+        image = cached_image()
+        if image is None:
+            raise VmError(
+                "the QEMU guest's image is not built: run `bash scripts/setup` (or set "
+                "sandbox: {guest: stand-in} in the lab)"
+            )
+        self._remove_run_files(directory)
+        initramfs = directory / INITRAMFS
+        initramfs.write_bytes(image.initramfs.read_bytes() + newc(overlay(vm)))
+        accel = pick_accelerator(image)
+        memory, cpus = machine_share(vm.memory_mib), min(vm.cpus, os.cpu_count() or 1)
+        command = [
+            *(QEMU, "-name", vm.name, "-nodefaults", "-nographic", "-no-reboot"),
+            *("-accel", accel, "-m", str(memory), "-smp", str(cpus)),
+            *("-kernel", str(image.kernel), "-initrd", str(initramfs)),
+            *("-append", "console=ttyS0 panic=-1"),
+            "-chardev",
+            f"socket,id=console,path={directory / CONSOLE_SOCKET},server=on,wait=off,"
+            f"logfile={directory / CONSOLE_LOG}",
+            *("-serial", "chardev:console"),
+            *("-chardev", f"socket,id=exec,path={directory / EXEC_SOCKET},server=on,wait=off"),
+            *("-serial", "chardev:exec"),
+            "-netdev",
+            f"stream,id=n0,server=off,addr.type=unix,addr.path={socket_path}",
+            *("-device", f"virtio-net-pci,netdev=n0,mac={GUEST_MAC}"),
+        ]
+        log = directory / QEMU_LOG
+        qemu = spawn(in_netns(vm.launcher, command), log)
+        console = directory / CONSOLE_LOG
+
+        def ready() -> bool:
+            if KVM_FAILURE in _text(log):
+                stop(qemu)
+                raise VmError(f"QEMU under {accel}: {KVM_FAILURE} (see {log})")
+            return READY.search(_text(console)) is not None
+
+        wait_for(
+            ready, qemu, f"the guest to boot and take its lease ({console})", log, BOOT_DEADLINE
+        )
+        found = READY.search(_text(console))
+        assert found is not None
+        capped = " capped for this machine" if (memory, cpus) != (vm.memory_mib, vm.cpus) else ""
+        note = (
+            f"QEMU ({accel}, {memory} MiB, {cpus} CPU{'s' if cpus > 1 else ''}{capped}): the "
+            f"guest took {found[1]} mtu {found[2]} from its DHCP"
+        )
+        return Started(qemu, found[1], note)
+
+    def observe(self, directory: Path, process: Process | None) -> str:
+        if process is None or not process.running():
+            return "not running"
+        if KVM_FAILURE in _text(directory / QEMU_LOG):
+            return "stopped by a KVM internal error"
+        return "running"
+
+    def stop(self, directory: Path, process: Process | None) -> None:
+        stop(process)
+        self._remove_run_files(directory)
+
+    @staticmethod
+    def _remove_run_files(directory: Path) -> None:
+        for name in (CONSOLE_SOCKET, EXEC_SOCKET, EXEC_LOCK, INITRAMFS):
+            (directory / name).unlink(missing_ok=True)
+
+    def checks_from(self, vm: res.Vm, directory: Path) -> Path | GuestShell | str:
+        shell = GuestShell(directory)
+        return shell if shell.available() else f"the guest of {vm.name} is not running"
+
+
+def machine_share(memory_mib: int) -> int:
+    """The manifest's memory, capped to a share of this machine's, never below a bootable floor."""
+    total_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return max(MIN_MEMORY_MIB, min(memory_mib, total_mib // MEMORY_SHARE))
+
+
+def overlay(vm: res.Vm) -> list[CpioEntry]:
+    """The VM's own files over the base image: guest.env for the image's /init (hostname, sshd's
+    ports, the MTU from DHCP)."""
+    ports = " ".join(p for p in vm.tcp_ports.split(",") if p.isdigit()) or "22"
+    env = f"GUEST_HOSTNAME='{vm.name}'\nGUEST_SSH_PORTS='{ports}'\nGUEST_MTU_FROM_DHCP=1\n"
+    return [
+        CpioEntry.directory("etc"),
+        CpioEntry.directory("etc/passtplan"),
+        CpioEntry("etc/passtplan/guest.env", 0o644, env.encode()),
+    ]
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
