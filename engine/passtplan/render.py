@@ -9,7 +9,7 @@ from collections import Counter
 
 from passtplan import resources as res
 from passtplan.changes import Action, ApplyReport, Change, Plan, plan_document, plan_summary
-from passtplan.lang.cloudinit import cloud_config
+from passtplan.lang.cloudinit import cloud_config, cloud_init_volume
 from passtplan.providers.checks import CheckResult
 from passtplan.walk import INTERRUPTED, Status
 
@@ -78,8 +78,14 @@ def guest_notes(plan: Plan) -> list[str]:
         if not isinstance(vm, res.Vm) or change.action not in (Action.CREATE, Action.REPLACE):
             continue
         manifest = plan.loaded.manifests.get(vm.name)
-        skipped = cloud_config(manifest).not_applied if manifest else ()
-        if skipped:
+        if manifest is None or cloud_init_volume(manifest) is None:
+            continue
+        if vm.guest_kind == "stand-in":
+            lines.append(
+                f"note: {vm.address}: cloud-init not applied by the sandbox's stand-in guest "
+                "(sandbox: {guest: qemu} applies it)"
+            )
+        elif skipped := cloud_config(manifest).not_applied:
             what = ", ".join(skipped)
             lines.append(f"note: {vm.address}: cloud-init {what} not applied in the sandbox")
     return lines

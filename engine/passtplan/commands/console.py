@@ -19,12 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from passtplan.commands.common import load
-from passtplan.commands.ssh import known_vm
+from passtplan.commands.ssh import qemu_vm
 from passtplan.engine import require_root, store_for
 from passtplan.errors import PasstplanError
-from passtplan.providers.vm_local import vm_dir
+from passtplan.providers.sandbox.launcher import vm_dir
+from passtplan.providers.sandbox.qemu import CONSOLE_SOCKET
 
-CONSOLE_SOCKET = "console.sock"
 ESCAPE = b"\x1d"  # Ctrl-], as telnet and virsh console
 CHUNK = 4096
 
@@ -32,7 +32,7 @@ CHUNK = 4096
 def run(path: Path, vm: str) -> int:
     loaded = load(path)
     require_root("console")
-    known_vm(loaded, vm)
+    qemu_vm(loaded, vm)
     directory = vm_dir(store_for(loaded, sandbox=True), vm)
     if not directory.exists():
         raise PasstplanError(
@@ -50,8 +50,8 @@ def run(path: Path, vm: str) -> int:
 def connect(path: Path, vm: str) -> socket.socket:
     if not path.exists():
         raise PasstplanError(
-            f"vm {vm} has no serial console ({path} does not exist): only a QEMU guest has one "
-            "(sandbox: {guest: qemu})"
+            f"vm {vm} has no serial console ({path} does not exist): its QEMU is not running; "
+            "passtplan apply --sandbox starts it"
         )
     console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

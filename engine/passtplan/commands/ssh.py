@@ -47,7 +47,10 @@ class Access:
 def run(path: Path, vm: str, command: list[str], *, sandbox: bool) -> int:
     loaded = load(path)
     require_root("ssh")
-    known_vm(loaded, vm)
+    if sandbox:
+        qemu_vm(loaded, vm)
+    else:
+        known_vm(loaded, vm)
     desired = desired_state(
         loaded.lab, sandbox=sandbox, manifests=loaded.manifests, open_files=open_files_limit()
     )
@@ -64,8 +67,8 @@ def run(path: Path, vm: str, command: list[str], *, sandbox: bool) -> int:
         key = key_path(store_for(loaded, sandbox=True).path.parent)
         if not key.exists():
             raise PasstplanError(
-                f"vm {vm} of lab {loaded.name} has no QEMU guest to log in to (no lab key "
-                f"{key}): apply the lab with --sandbox and sandbox: {{guest: qemu}}"
+                f"lab {loaded.name} has no ssh key ({key}): its VMs have not started in the "
+                "sandbox; run passtplan apply --sandbox first"
             )
     argv = ssh_argv(access.address, ssh_port(loaded.manifests[vm]), key, command)
     exec_inside(netns, argv)
@@ -76,6 +79,16 @@ def known_vm(loaded: LoadedLab, vm: str) -> None:
     if vm not in loaded.manifests:
         names = ", ".join(sorted(loaded.manifests)) or "none"
         raise PasstplanError(f"lab {loaded.name} has no vm {vm!r} (its vms: {names})")
+
+
+def qemu_vm(loaded: LoadedLab, vm: str) -> None:
+    """A VM of the lab that runs in QEMU in the sandbox: the stand-in has no shell to enter."""
+    known_vm(loaded, vm)
+    if loaded.lab.sandbox.guest == "stand-in":
+        raise PasstplanError(
+            f"{loaded.path}: vm {vm} runs the sandbox's stand-in guest, which has no shell or "
+            "console: set sandbox: {guest: qemu} and apply again"
+        )
 
 
 def vm_addresses(loaded: LoadedLab, desired: Desired, vm: str) -> set[str]:
@@ -130,16 +143,13 @@ def ssh_argv(address: str, port: int, key: Path | None, command: list[str]) -> l
 
 
 def exec_inside(netns: Path, argv: list[str]) -> None:
-    """Become `argv` inside the namespace: setns, then exec (the namespace's fd is CLOEXEC)."""
+    """Become `argv` inside the namespace: this process enters it for good, then execs."""
     sys.stdout.flush()
     sys.stderr.flush()
-    fd = kernel.open_netns(netns)
+    kernel.enter(netns)
     try:
-        with kernel.inside(fd):
-            os.execvp(argv[0], argv)
+        os.execvp(argv[0], argv)
     except FileNotFoundError:
         raise PasstplanError(
             f"{argv[0]} not found: install openssh-client (bash scripts/setup does)"
         ) from None
-    finally:
-        os.close(fd)

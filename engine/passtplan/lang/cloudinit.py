@@ -114,7 +114,7 @@ class _Reading:
 def cloud_config(manifest: VmManifest) -> CloudConfig:
     """What the guest of `manifest` is given from its cloud-init volume (none: just its name)."""
     hostname = _default_hostname(manifest)
-    volume = _cloud_init_volume(manifest)
+    volume = cloud_init_volume(manifest)
     if volume is None:
         return CloudConfig(hostname, (GuestUser(ROOT),))
     reading = _Reading()
@@ -138,7 +138,8 @@ def cloud_config(manifest: VmManifest) -> CloudConfig:
     return CloudConfig(hostname, tuple(reading.users.values()), files, tuple(reading.not_applied))
 
 
-def _cloud_init_volume(manifest: VmManifest) -> dict[str, object] | None:
+def cloud_init_volume(manifest: VmManifest) -> dict[str, object] | None:
+    """The manifest's cloud-init source (NoCloud or ConfigDrive), if it has one."""
     volumes = get(manifest.body, VOLUMES_PATH)
     for volume in volumes if isinstance(volumes, list) else []:
         for source in CLOUD_SOURCES:
