@@ -9,6 +9,7 @@ from collections import Counter
 
 from passtplan import resources as res
 from passtplan.changes import Action, ApplyReport, Change, Plan, plan_document, plan_summary
+from passtplan.lang.cloudinit import cloud_config, cloud_init_volume
 from passtplan.providers.checks import CheckResult
 from passtplan.walk import INTERRUPTED, Status
 
@@ -63,8 +64,31 @@ def plan_text(plan: Plan) -> str:
     for change in pending:
         lines += change_text(change)
         lines.append("")
+    notes = guest_notes(plan)
+    lines += [*notes, ""] if notes else []
     lines.append(plan_summary(pending))
     return "\n".join(lines) + "\n"
+
+
+def guest_notes(plan: Plan) -> list[str]:
+    """A line per VM the sandbox starts whose cloud-init user data its guest does not all do."""
+    lines = []
+    for change in plan.pending:
+        vm = change.after
+        if not isinstance(vm, res.Vm) or change.action not in (Action.CREATE, Action.REPLACE):
+            continue
+        manifest = plan.loaded.manifests.get(vm.name)
+        if manifest is None or cloud_init_volume(manifest) is None:
+            continue
+        if vm.guest_kind == "stand-in":
+            lines.append(
+                f"note: {vm.address}: cloud-init not applied by the sandbox's stand-in guest "
+                "(sandbox: {guest: qemu} applies it)"
+            )
+        elif skipped := cloud_config(manifest).not_applied:
+            what = ", ".join(skipped)
+            lines.append(f"note: {vm.address}: cloud-init {what} not applied in the sandbox")
+    return lines
 
 
 def change_text(change: Change) -> list[str]:

@@ -1,0 +1,146 @@
+"""The seed lab with its QEMU guest: `passtplan ssh` lands in the guest from the office, the
+manifest's cloud-init password logs in, `passtplan console` reaches the serial console, and
+destroy leaves nothing (the lab's key included).
+
+One lab per module (a boot takes seconds under TCG); the tests read it in order.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from passtplan.providers import kernel
+from passtplan.providers.ownership import RUN_DIR
+from passtplan.providers.sandbox.image import cached_image
+from tests.conftest import PLANS, REPO, seed_lab
+from tests.integration.conftest import Lab, cleanup
+
+SEED = PLANS / "passt-macvlan"
+VM = "passt-macvlan"
+MISSING = [tool for tool in ("qemu-system-x86_64", "ssh") if shutil.which(tool) is None]
+if MISSING:
+    pytest.skip(f"{', '.join(MISSING)} not installed (bash scripts/setup)", allow_module_level=True)
+if cached_image() is None:
+    pytest.skip(
+        "the QEMU guest's image is not built (bash scripts/setup builds it)",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    directory = tmp_path_factory.mktemp("guest-access")
+    name = f"pa{secrets.token_hex(3)}"
+    shutil.copy(SEED / "passt-vm.yaml", directory / "passt-vm.yaml")
+    lab = Lab(directory, name).write(seed_lab(guest="qemu"))
+    try:
+        yield lab
+    finally:
+        cleanup(name)
+
+
+@pytest.fixture(scope="module")
+def applied(seed: Lab) -> str:
+    return seed.apply("--sandbox").stdout
+
+
+def passtplan(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process of its own: ssh replaces the process that runs it."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO / "engine")}
+    return subprocess.run(
+        [sys.executable, "-m", "passtplan", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_plan_names_what_the_guest_does_not_apply(applied: str) -> None:
+    assert f"note: vm.{VM}: cloud-init runcmd not applied in the sandbox\n" in applied
+    assert "Checks: 3 passed, 0 failed, 0 skipped." in applied
+
+
+def test_ssh_from_the_office_lands_in_the_guest(seed: Lab, applied: str) -> None:
+    shown = passtplan("ssh", str(seed.directory), VM, "--sandbox", "--", "ip", "-4", "addr")
+    assert shown.returncode == 0, shown.stderr
+    assert "inet 10.233.70.4/32" in shown.stdout  # the lease from before the swap
+    assert "mtu 65520" in shown.stdout
+    named = passtplan("ssh", str(seed.directory), VM, "--sandbox", "--", "hostname")
+    assert named.stdout.strip() == VM
+    failed = passtplan("ssh", str(seed.directory), VM, "--sandbox", "--", "exit", "3")
+    assert failed.returncode == 3  # ssh's exit code is the command's
+
+
+@pytest.mark.parametrize(("password", "code"), [("dangerous", 0), ("wrong", 255)])
+def test_the_manifest_root_password_logs_in(
+    seed: Lab, applied: str, tmp_path: Path, password: str, code: int
+) -> None:
+    """The seed's `chpasswd: {list: "root:dangerous"}`, with the real ssh asking for it."""
+    askpass = tmp_path / "askpass"
+    askpass.write_text(f"#!/bin/sh\necho {password}\n")
+    askpass.chmod(0o700)
+    environment = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
+    login = subprocess.run(
+        [
+            *("ip", "netns", "exec", seed.netns("office"), "ssh"),
+            *("-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"),
+            *("-o", "NumberOfPasswordPrompts=1", "-o", "StrictHostKeyChecking=no"),
+            *("-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"),
+            *("root@10.7.120.202", "true"),
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+    assert login.returncode == code, login.stderr
+
+
+def test_console_reaches_the_guest_shell_and_ctrl_bracket_quits(seed: Lab, applied: str) -> None:
+    controller, terminal = pty.openpty()
+    console = subprocess.Popen(
+        [sys.executable, "-m", "passtplan", "console", str(seed.directory), VM],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO / "engine")},
+    )
+    os.close(terminal)
+    try:
+        os.write(controller, b"\recho console-$((6*7))\r")
+        seen, deadline = b"", time.monotonic() + 30
+        while b"console-42" not in seen:
+            assert time.monotonic() < deadline, f"no answer on the console: {seen!r}"
+            seen += os.read(controller, 4096)
+        os.write(controller, b"\x1d")
+        assert console.wait(timeout=10) == 0
+    finally:
+        if console.poll() is None:
+            console.kill()
+            console.wait()
+        os.close(controller)
+
+
+def test_destroy_leaves_no_process_socket_or_key(seed: Lab, applied: str) -> None:
+    key = RUN_DIR / f"{seed.name}@sandbox" / "ssh" / "id_ed25519"
+    assert key.exists()
+    seed.destroy("--sandbox")
+    assert seed.leftovers() == []
+    assert not key.parent.exists()
+    assert not [n for n in kernel.list_netns() if n.startswith(seed.name)]
+    running = subprocess.run(["pgrep", "-f", seed.name], capture_output=True, check=False)
+    assert running.stdout == b""
