@@ -15,9 +15,11 @@ import re
 from pathlib import Path
 
 from passtplan import resources as res
+from passtplan.lang.manifest import VmManifest
 from passtplan.providers.sandbox.accel import KVM_FAILURE, pick_accelerator
 from passtplan.providers.sandbox.cpio import CpioEntry, newc
 from passtplan.providers.sandbox.exec import EXEC_LOCK, EXEC_SOCKET, GuestShell
+from passtplan.providers.sandbox.guest_config import guest_config, public_key
 from passtplan.providers.sandbox.guests import Started
 from passtplan.providers.sandbox.image import cached_image
 from passtplan.providers.sandbox.process import Process, VmError, in_netns, spawn, stop, wait_for
@@ -43,7 +45,9 @@ class QemuGuest:
     def namespaces(self, vm: res.Vm) -> tuple[str, ...]:
         return ()  # the guest's network is inside QEMU
 
-    def start(self, vm: res.Vm, directory: Path, socket_path: Path) -> Started:
+    def start(
+        self, vm: res.Vm, manifest: VmManifest, directory: Path, socket_path: Path
+    ) -> Started:
         image = cached_image()
         if image is None:
             raise VmError(
@@ -52,7 +56,8 @@ class QemuGuest:
             )
         self._remove_run_files(directory)
         initramfs = directory / INITRAMFS
-        initramfs.write_bytes(image.initramfs.read_bytes() + newc(overlay(vm)))
+        overlay = newc(guest_files(manifest, lab_state=directory.parents[1]))  # LAB@sandbox/vm/NAME
+        initramfs.write_bytes(image.initramfs.read_bytes() + overlay)
         accel = pick_accelerator()
         memory, cpus = machine_share(vm.memory_mib), min(vm.cpus, os.cpu_count() or 1)
         command = [
@@ -120,16 +125,10 @@ def machine_share(memory_mib: int) -> int:
     return max(MIN_MEMORY_MIB, min(memory_mib, total_mib // MEMORY_SHARE))
 
 
-def overlay(vm: res.Vm) -> list[CpioEntry]:
-    """The VM's own files over the base image: guest.env for the image's /init (hostname, sshd's
-    ports, the MTU from DHCP)."""
-    ports = " ".join(p for p in vm.tcp_ports.split(",") if p.isdigit()) or "22"
-    env = f"GUEST_HOSTNAME='{vm.name}'\nGUEST_SSH_PORTS='{ports}'\nGUEST_MTU_FROM_DHCP=1\n"
-    return [
-        CpioEntry.directory("etc"),
-        CpioEntry.directory("etc/passtplan"),
-        CpioEntry("etc/passtplan/guest.env", 0o644, env.encode()),
-    ]
+def guest_files(manifest: VmManifest, lab_state: Path) -> list[CpioEntry]:
+    """The VM's own files over the base image (guest_config.py): guest.env for the image's /init,
+    the lab's key and the user data's among root's authorized keys, users, written files."""
+    return guest_config(manifest, public_key(lab_state)).entries()
 
 
 def _text(path: Path) -> str:
