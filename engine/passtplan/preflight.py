@@ -30,7 +30,8 @@ def name_problems(desired: Desired, run_dir: Path) -> list[str]:
     for vm in desired.vms.values():
         if isinstance(vm, res.Vm):
             named.setdefault(vm.launcher, f"vms.{vm.name}")
-            named.setdefault(vm.guest, f"vms.{vm.name}")
+            if vm.guest is not None:
+                named.setdefault(vm.guest, f"vms.{vm.name}")
     for netns, where in sorted(named.items()):
         size = len(netns.encode())
         if size > NAME_MAX:

@@ -199,7 +199,7 @@ class Vm:
 
     name: str
     launcher: str  # netns of the virt-launcher pod
-    guest: str  # netns of the guest
+    guest: str | None  # netns of the stand-in guest (QEMU's network is inside QEMU)
     pod_address: str  # the CNI's address for the pod, CIDR (/32, Calico style)
     gateway: str  # the pod's default gateway (Calico: 169.254.1.1)
     tcp_ports: str  # passt's -t spec

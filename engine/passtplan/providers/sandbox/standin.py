@@ -13,7 +13,7 @@ from passtplan.lang.manifest import VmManifest
 from passtplan.providers import kernel
 from passtplan.providers.sandbox.exec import GuestShell
 from passtplan.providers.sandbox.guests import Started
-from passtplan.providers.sandbox.process import Process, spawn, stop, wait_for
+from passtplan.providers.sandbox.process import Process, VmError, spawn, stop, wait_for
 
 START_DEADLINE = 30.0
 
@@ -23,7 +23,7 @@ class StandInGuest:
     survives_passt = True  # it reconnects to a restarted passt and keeps its lease
 
     def namespaces(self, vm: res.Vm) -> tuple[str, ...]:
-        return (vm.guest,)
+        return (netns(vm),)
 
     def start(
         self, vm: res.Vm, manifest: VmManifest, directory: Path, socket_path: Path
@@ -36,7 +36,7 @@ class StandInGuest:
             "-m",
             "passtplan.providers.sandbox.standin_guest",
             "--netns",
-            str(kernel.netns_path(vm.guest)),
+            str(kernel.netns_path(netns(vm))),
             "--socket",
             str(socket_path),
             "--lease",
@@ -62,5 +62,12 @@ class StandInGuest:
         stop(process)
 
     def checks_from(self, vm: res.Vm, directory: Path) -> Path | GuestShell | str:
-        path = kernel.netns_path(vm.guest)
+        path = kernel.netns_path(netns(vm))
         return path if path.exists() else f"the guest of {vm.name} is not running"
+
+
+def netns(vm: res.Vm) -> str:
+    """The stand-in's own namespace (desired names it for a stand-in guest only)."""
+    if vm.guest is None:
+        raise VmError(f"vms.{vm.name}: a stand-in guest without a namespace")
+    return vm.guest
