@@ -24,6 +24,7 @@ from passtplan.preflight import check_names
 from passtplan.providers.observe import observe
 from passtplan.providers.ownership import OwnershipStore
 from passtplan.providers.resolve import NodePaths
+from passtplan.providers.sandbox.qemu import require_image
 from passtplan.providers.session import Session
 from passtplan.providers.vm_kubevirt import (
     Cluster,
@@ -167,6 +168,8 @@ def _make_plan(
         check_passt_forms(loaded, cluster.cluster.install())
     state = observe_state(desired, session, store, cluster)
     changes = diff(desired, state)
+    if sandbox:
+        require_image(changes, loaded.path)
     # Built now: a cycle is an error at plan time, not half-way through apply.
     graph = (
         _action_graph(changes, desired)

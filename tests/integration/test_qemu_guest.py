@@ -13,20 +13,18 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from passtplan.providers.ownership import RUN_DIR
+from passtplan.providers.sandbox import qemu
 from passtplan.providers.sandbox.exec import guest_exec
 from passtplan.providers.sandbox.image import cached_image
 from passtplan.providers.sandbox.process import Process
 from tests.conftest import PLANS, seed_lab
 from tests.integration.conftest import Lab, cleanup, ip
-
-if cached_image() is None:
-    pytest.skip("the guest image is not built: run bash scripts/setup", allow_module_level=True)
 
 VM = "passt-macvlan"
 LEASE = "10.233.70.4/32"  # the pod's CNI address, which passt hands to the guest
@@ -34,6 +32,8 @@ LEASE = "10.233.70.4/32"  # the pod's CNI address, which passt hands to the gues
 
 @pytest.fixture(scope="module")
 def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if cached_image() is None:
+        pytest.skip("the guest image is not built: run bash scripts/setup")
     directory = tmp_path_factory.mktemp("qemu-seed")
     name = f"pq{secrets.token_hex(3)}"
     shutil.copy(PLANS / VM / "passt-vm.yaml", directory / "passt-vm.yaml")
@@ -111,3 +111,18 @@ def test_destroy_leaves_no_process_socket_or_namespace(seed: Lab, applied: str) 
     left = subprocess.run(["pgrep", "-af", seed.name], capture_output=True, text=True, check=False)
     assert left.stdout == ""
     assert ip("netns", "list").count(seed.name) == 0
+
+
+def test_without_the_image_the_plan_says_to_run_setup(
+    make_lab: Callable[[str], Lab], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(qemu, "cached_image", lambda: None)  # a machine that never ran setup
+    lab = make_lab(seed_lab(guest="qemu"))
+    shutil.copy(PLANS / VM / "passt-vm.yaml", lab.directory / "passt-vm.yaml")
+    result = lab.plan("--sandbox", code=1)
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {lab.path}: vm.{VM} runs QEMU and its guest image is not built: run bash "
+        "scripts/setup "
+        "(or set sandbox: {guest: stand-in} in the lab)"
+    )
+    assert lab.leftovers() == []

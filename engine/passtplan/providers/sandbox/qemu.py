@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 
 from passtplan import resources as res
+from passtplan.changes import Action, Change
+from passtplan.errors import PasstplanError
 from passtplan.lang.manifest import VmManifest
 from passtplan.providers.sandbox.accel import KVM_FAILURE, pick_accelerator
 from passtplan.providers.sandbox.cpio import CpioEntry, newc
@@ -117,6 +119,23 @@ class QemuGuest:
     def checks_from(self, vm: res.Vm, directory: Path) -> Path | GuestShell | str:
         shell = GuestShell(directory)
         return shell if shell.available() else f"the guest of {vm.name} is not running"
+
+
+def require_image(changes: list[Change], lab_file: Path) -> None:
+    """A QEMU guest to start needs the image scripts/setup builds: said when the plan is made,
+    before any change, rather than when the VM's turn comes."""
+    starting = [
+        change.address
+        for change in changes
+        if isinstance(change.after, res.Vm)
+        and change.after.guest_kind == "qemu"
+        and change.action in (Action.CREATE, Action.REPLACE, Action.UPDATE)
+    ]
+    if starting and cached_image() is None:
+        raise PasstplanError(
+            f"{lab_file}: {starting[0]} runs QEMU and its guest image is not built: run bash "
+            "scripts/setup (or set sandbox: {guest: stand-in} in the lab)"
+        )
 
 
 def machine_share(memory_mib: int) -> int:
