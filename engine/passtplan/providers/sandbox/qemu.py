@@ -28,7 +28,11 @@ from passtplan.providers.sandbox.process import Process, VmError, in_netns, spaw
 
 QEMU = "qemu-system-x86_64"
 GUEST_MAC = "52:54:00:12:34:56"  # QEMU's default, the guest MAC in the seed lab
-BOOT_DEADLINE = 120.0  # TCG on a busy 2-CPU machine; a boot takes 3-4 s when idle
+BOOT_DEADLINE = 120.0  # TCG on a busy 2-CPU machine; a boot to the lease takes 7-8 s when idle
+NO_IMAGE = (
+    "its guest image is not built: run bash scripts/setup (or set sandbox: {guest: stand-in} "
+    "in the lab)"
+)
 READY = re.compile(r"PASSTPLAN-GUEST-READY (\S+) mtu (\d+)")
 MIN_MEMORY_MIB = 128  # a busybox guest does not boot in 64 MiB
 MEMORY_SHARE = 4  # at most a quarter of the machine's memory per VM
@@ -52,10 +56,7 @@ class QemuGuest:
     ) -> Started:
         image = cached_image()
         if image is None:
-            raise VmError(
-                "the QEMU guest's image is not built: run `bash scripts/setup` (or set "
-                "sandbox: {guest: stand-in} in the lab)"
-            )
+            raise VmError(f"vms.{vm.name} runs QEMU and {NO_IMAGE}")
         self._remove_run_files(directory)
         initramfs = directory / INITRAMFS
         overlay = newc(guest_files(manifest, lab_state=directory.parents[1]))  # LAB@sandbox/vm/NAME
@@ -132,10 +133,7 @@ def require_image(changes: list[Change], lab_file: Path) -> None:
         and change.action in (Action.CREATE, Action.REPLACE, Action.UPDATE)
     ]
     if starting and cached_image() is None:
-        raise PasstplanError(
-            f"{lab_file}: {starting[0]} runs QEMU and its guest image is not built: run bash "
-            "scripts/setup (or set sandbox: {guest: stand-in} in the lab)"
-        )
+        raise PasstplanError(f"{lab_file}: {starting[0]} runs QEMU and {NO_IMAGE}")
 
 
 def machine_share(memory_mib: int) -> int:
