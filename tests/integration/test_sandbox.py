@@ -1,4 +1,5 @@
-"""The seed lab on one machine: --sandbox, the local VM driver with real passt, the checks.
+"""The seed lab on one machine: --sandbox, the local VM driver with real passt, the checks; its
+VM runs the stand-in guest (test_qemu_guest.py boots the default, QEMU).
 
 One lab per module (it takes a second to build): the tests read it in order, as the seed's
 author did, then repair it and destroy it.
