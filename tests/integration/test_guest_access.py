@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pty
 import secrets
+import select
 import shutil
 import subprocess
 import sys
@@ -110,6 +111,15 @@ def test_the_manifest_root_password_logs_in(
     assert login.returncode == code, login.stderr
 
 
+def read_until(fd: int, wanted: bytes) -> bytes:
+    seen, deadline = b"", time.monotonic() + 30
+    while wanted not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"never saw {wanted!r} on the console, only {seen!r}"
+        seen += os.read(fd, 4096)
+    return seen
+
+
 def test_console_reaches_the_guest_shell_and_ctrl_bracket_quits(seed: Lab, applied: str) -> None:
     controller, terminal = pty.openpty()
     console = subprocess.Popen(
@@ -121,13 +131,12 @@ def test_console_reaches_the_guest_shell_and_ctrl_bracket_quits(seed: Lab, appli
     )
     os.close(terminal)
     try:
+        read_until(controller, b"Ctrl-] quits")
         os.write(controller, b"\recho console-$((6*7))\r")
-        seen, deadline = b"", time.monotonic() + 30
-        while b"console-42" not in seen:
-            assert time.monotonic() < deadline, f"no answer on the console: {seen!r}"
-            seen += os.read(controller, 4096)
+        read_until(controller, b"console-42")
         os.write(controller, b"\x1d")
         assert console.wait(timeout=10) == 0
+        assert b"Disconnected" in read_until(controller, b"console.\r\n")
     finally:
         if console.poll() is None:
             console.kill()
