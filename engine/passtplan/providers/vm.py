@@ -19,7 +19,7 @@ def depends_on(vm: res.Vm | res.ClusterVm) -> Iterator[str]:
 def apply(ctx: ApplyContext, change: Change) -> str:
     if isinstance(change.resource, res.ClusterVm):
         return _cluster_vm(ctx, change)
-    driver = LocalVmDriver(ctx.store)
+    driver = LocalVmDriver(ctx.store, ctx.manifests)
     resource = change.resource
     assert isinstance(resource, res.Vm)
     if change.action is not Action.UPDATE:  # a repair keeps the pod's namespace

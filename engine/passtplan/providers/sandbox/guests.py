@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from passtplan import resources as res
+from passtplan.lang.manifest import VmManifest
 from passtplan.providers.sandbox.exec import GuestShell
 from passtplan.providers.sandbox.process import Process
 
@@ -28,7 +29,9 @@ class Guest(Protocol):
         """The network namespaces the guest needs besides the pod's, made before start."""
         ...
 
-    def start(self, vm: res.Vm, directory: Path, socket_path: Path) -> Started:
+    def start(
+        self, vm: res.Vm, manifest: VmManifest, directory: Path, socket_path: Path
+    ) -> Started:
         """Start it on passt's socket and return once it has its lease."""
         ...
 

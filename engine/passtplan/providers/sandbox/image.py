@@ -32,7 +32,10 @@ from passtplan.providers.sandbox import cpio
 from passtplan.providers.sandbox.cpio import CpioEntry, newc
 
 IMAGE_ROOT = Path("/var/cache/passtplan/guest")
+PIN = IMAGE_ROOT / "kernel.json"  # the kernel package of the last build
 KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
+APT_LISTS = Path("/var/lib/apt/lists")
+STALE_AFTER = 7 * 24 * 3600.0  # seconds an image of other inputs is kept
 GUEST_PACKAGES = ("busybox-static", "dropbear-bin", "tcpdump")
 BUSYBOX = Path("/bin/busybox")
 PROGRAMS = (Path("/usr/sbin/dropbear"), Path("/usr/bin/dropbearkey"), Path("/usr/bin/tcpdump"))
@@ -118,11 +121,37 @@ def kernel_candidate() -> KernelPackage | None:
 
 def pinned_kernel() -> KernelPackage | None:
     """The kernel of the last build, kept so a cached image is found without apt."""
+    record = _pin_record()
     try:
-        record = json.loads((IMAGE_ROOT / "kernel.json").read_text())
         return KernelPackage(str(record["name"]), str(record["version"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except KeyError:
         return None
+
+
+def build_kernel() -> KernelPackage | None:
+    """The kernel a build takes: the last build's while apt's lists are those it was chosen
+    from, else apt's candidate now (or the last build's when apt knows none: lists gone)."""
+    pinned = pinned_kernel()
+    if pinned is not None and _pin_record().get("apt_lists") == _apt_lists_stamp():
+        return pinned
+    return kernel_candidate() or pinned
+
+
+def _pin_record() -> dict[str, object]:
+    try:
+        record = json.loads(PIN.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _apt_lists_stamp() -> str:
+    """When apt's package lists last changed (apt-get update rewrites what changed)."""
+    try:
+        newest = max((p.stat().st_mtime_ns for p in APT_LISTS.glob("*_Packages*")), default=0)
+    except OSError:
+        newest = 0
+    return str(newest)
 
 
 def installed_versions() -> dict[str, str]:
@@ -206,8 +235,8 @@ def _complete(digest: str) -> GuestImage | None:
 
 def build_image() -> GuestImage:
     """The image of this machine's inputs, built when it is not cached. The kernel is apt's
-    candidate when apt knows one, else the last build's (offline, apt lists gone)."""
-    kernel = kernel_candidate() or pinned_kernel()
+    candidate (see build_kernel)."""
+    kernel = build_kernel()
     if kernel is None:
         raise ImageError(
             f"guest image: apt knows no {KERNEL_METAPACKAGE}: run apt-get update (Debian 12's "
@@ -279,21 +308,24 @@ def _kernel_deb(kernel: KernelPackage) -> Path:
 
 
 def _pin(kernel: KernelPackage) -> None:
-    pin = IMAGE_ROOT / "kernel.json"
-    if pinned_kernel() != kernel:
-        tmp = pin.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(kernel)) + "\n")
-        tmp.replace(pin)
+    record = {**asdict(kernel), "apt_lists": _apt_lists_stamp()}
+    if _pin_record() != record:
+        tmp = PIN.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record) + "\n")
+        tmp.replace(PIN)
 
 
 def _prune(keep: str, deb: Path) -> None:
-    """Images and kernels of earlier inputs go; the cache holds one image."""
+    """Images and kernels of other inputs go once they are a week old: until then another
+    checkout of passtplan on this machine (another version of this module) may still use them."""
+    stale = time.time() - STALE_AFTER
     for path in IMAGE_ROOT.iterdir():
-        if path.is_dir() and re.fullmatch(r"[0-9a-f]{16}", path.name) and path.name != keep:
+        old = path.name != keep and path.stat().st_mtime < stale
+        if old and re.fullmatch(r"[0-9a-f]{16}", path.name):
             shutil.rmtree(path, ignore_errors=True)
-    for old in deb.parent.glob("*.deb"):
-        if old != deb:
-            old.unlink()
+    for kernel in deb.parent.glob("*.deb"):
+        if kernel != deb and kernel.stat().st_mtime < stale:
+            kernel.unlink()
 
 
 # --- the initramfs -------------------------------------------------------------------------
@@ -358,7 +390,8 @@ def _module_name(path: Path) -> str:
 def _depends(module: bytes) -> list[str]:
     """The modules a .ko needs, from its .modinfo section's `depends=` string."""
     found = re.search(rb"(?:^|\0)depends=([^\0]*)\0", module)
-    return [n for n in found[1].decode().split(",") if n] if found else []
+    names = found[1].decode().split(",") if found else []
+    return [n.replace("-", "_") for n in names if n]  # as _module_name spells them
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -403,10 +436,10 @@ def main(argv: list[str]) -> int:
     command = argv[0] if argv else "show"
     try:
         if command == "build":
-            started = time.monotonic()
-            before = cached_image()
+            started = time.time()
             image = build_image()
-            how = "cached" if before == image else f"built in {time.monotonic() - started:.1f} s"
+            built = image.manifest.stat().st_mtime >= started
+            how = f"built in {time.time() - started:.1f} s" if built else "cached"
             print(f"guest image {how}: {_summary(image)}")
         elif command == "show":
             found = cached_image()

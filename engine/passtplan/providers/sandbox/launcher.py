@@ -16,10 +16,12 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from passtplan import resources as res
 from passtplan.desired import lab_id
+from passtplan.lang.manifest import VmManifest
 from passtplan.providers import kernel, rtnl
 from passtplan.providers.ownership import RUN_DIR, OwnershipStore
 from passtplan.providers.sandbox.guests import Guest
@@ -85,8 +87,9 @@ def observe(names: set[str], store: OwnershipStore) -> dict[str, res.Vm | None]:
 
 
 class LocalVmDriver:
-    def __init__(self, store: OwnershipStore) -> None:
+    def __init__(self, store: OwnershipStore, manifests: Mapping[str, VmManifest]) -> None:
         self.store = store
+        self.manifests = manifests  # what a guest is made of (cloud-init user data)
 
     # --- create ---------------------------------------------------------------------------
 
@@ -116,11 +119,19 @@ class LocalVmDriver:
         self._write(vm, record)
         record["passt"] = self._start_passt(vm)
         self._write(vm, record)
-        started = guest.start(vm, directory, passt_socket(directory))
+        started = guest.start(vm, self._manifest(vm), directory, passt_socket(directory))
         record["guest"] = list(dataclasses.astuple(started.process))
         record["lease"] = started.lease
         self._write(vm, record)
         return f"passt running, {started.note}"
+
+    def _manifest(self, vm: res.Vm) -> VmManifest:
+        manifest = self.manifests.get(vm.name)
+        if manifest is None:
+            raise VmError(
+                f"vms.{vm.name}: its manifest is not loaded; plan and apply the lab again"
+            )
+        return manifest
 
     def _write(self, vm: res.Vm, record: dict[str, object]) -> None:
         path = vm_dir(self.store, vm.name) / "state.json"
@@ -234,7 +245,7 @@ class LocalVmDriver:
             self._write(vm, record)
             done.append(f"restarted passt (pinned to {lease})" if lease else "restarted passt")
         if guest_down:
-            started = guest.start(vm, directory, passt_socket(directory))
+            started = guest.start(vm, self._manifest(vm), directory, passt_socket(directory))
             record["guest"] = list(dataclasses.astuple(started.process))
             record["lease"] = started.lease
             self._write(vm, record)

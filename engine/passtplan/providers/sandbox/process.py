@@ -56,10 +56,11 @@ class Process:
             return False
 
     def exited(self) -> bool:
-        """Gone or on its way out; our own child is reaped on the way."""
+        """Gone or a zombie; our own child is reaped on the way. (Not `not running()`: a
+        process in the middle of an exec has no command line for a moment either.)"""
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, os.WNOHANG)
-        return not self.running()
+        return self.state() in (None, "Z", "X")
 
 
 def _stat(pid: int) -> tuple[str, int] | None:

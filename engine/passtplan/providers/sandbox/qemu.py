@@ -15,9 +15,11 @@ import re
 from pathlib import Path
 
 from passtplan import resources as res
+from passtplan.lang.manifest import VmManifest
 from passtplan.providers.sandbox.accel import KVM_FAILURE, pick_accelerator
 from passtplan.providers.sandbox.cpio import CpioEntry, newc
 from passtplan.providers.sandbox.exec import EXEC_LOCK, EXEC_SOCKET, GuestShell
+from passtplan.providers.sandbox.guest_config import guest_config, public_key
 from passtplan.providers.sandbox.guests import Started
 from passtplan.providers.sandbox.image import cached_image
 from passtplan.providers.sandbox.process import Process, VmError, in_netns, spawn, stop, wait_for
@@ -43,7 +45,9 @@ class QemuGuest:
     def namespaces(self, vm: res.Vm) -> tuple[str, ...]:
         return ()  # the guest's network is inside QEMU
 
-    def start(self, vm: res.Vm, directory: Path, socket_path: Path) -> Started:
+    def start(
+        self, vm: res.Vm, manifest: VmManifest, directory: Path, socket_path: Path
+    ) -> Started:
         image = cached_image()
         if image is None:
             raise VmError(
@@ -52,8 +56,9 @@ class QemuGuest:
             )
         self._remove_run_files(directory)
         initramfs = directory / INITRAMFS
-        initramfs.write_bytes(image.initramfs.read_bytes() + newc(overlay(vm)))
-        accel = pick_accelerator(image)
+        overlay = newc(guest_files(manifest, lab_state=directory.parents[1]))  # LAB@sandbox/vm/NAME
+        initramfs.write_bytes(image.initramfs.read_bytes() + overlay)
+        accel = pick_accelerator()
         memory, cpus = machine_share(vm.memory_mib), min(vm.cpus, os.cpu_count() or 1)
         command = [
             *(QEMU, "-name", vm.name, "-nodefaults", "-nographic", "-no-reboot"),
@@ -76,13 +81,14 @@ class QemuGuest:
 
         def ready() -> bool:
             if KVM_FAILURE in _text(log):
-                stop(qemu)
                 raise VmError(f"QEMU under {accel}: {KVM_FAILURE} (see {log})")
             return READY.search(_text(console)) is not None
 
-        wait_for(
-            ready, qemu, f"the guest to boot and take its lease ({console})", log, BOOT_DEADLINE
-        )
+        try:
+            wait_for(ready, qemu, f"the guest to take its lease ({console})", log, BOOT_DEADLINE)
+        except VmError:
+            stop(qemu)  # a guest without its lease holds passt's one connection
+            raise
         found = READY.search(_text(console))
         assert found is not None
         capped = " capped for this machine" if (memory, cpus) != (vm.memory_mib, vm.cpus) else ""
@@ -105,7 +111,7 @@ class QemuGuest:
 
     @staticmethod
     def _remove_run_files(directory: Path) -> None:
-        for name in (CONSOLE_SOCKET, EXEC_SOCKET, EXEC_LOCK, INITRAMFS):
+        for name in (CONSOLE_SOCKET, CONSOLE_LOG, EXEC_SOCKET, EXEC_LOCK, INITRAMFS):
             (directory / name).unlink(missing_ok=True)
 
     def checks_from(self, vm: res.Vm, directory: Path) -> Path | GuestShell | str:
@@ -119,16 +125,10 @@ def machine_share(memory_mib: int) -> int:
     return max(MIN_MEMORY_MIB, min(memory_mib, total_mib // MEMORY_SHARE))
 
 
-def overlay(vm: res.Vm) -> list[CpioEntry]:
-    """The VM's own files over the base image: guest.env for the image's /init (hostname, sshd's
-    ports, the MTU from DHCP)."""
-    ports = " ".join(p for p in vm.tcp_ports.split(",") if p.isdigit()) or "22"
-    env = f"GUEST_HOSTNAME='{vm.name}'\nGUEST_SSH_PORTS='{ports}'\nGUEST_MTU_FROM_DHCP=1\n"
-    return [
-        CpioEntry.directory("etc"),
-        CpioEntry.directory("etc/passtplan"),
-        CpioEntry("etc/passtplan/guest.env", 0o644, env.encode()),
-    ]
+def guest_files(manifest: VmManifest, lab_state: Path) -> list[CpioEntry]:
+    """The VM's own files over the base image (guest_config.py): guest.env for the image's /init,
+    the lab's key and the user data's among root's authorized keys, users, written files."""
+    return guest_config(manifest, public_key(lab_state)).entries()
 
 
 def _text(path: Path) -> str:

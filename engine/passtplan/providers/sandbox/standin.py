@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from passtplan import resources as res
+from passtplan.lang.manifest import VmManifest
 from passtplan.providers import kernel
 from passtplan.providers.sandbox.exec import GuestShell
 from passtplan.providers.sandbox.guests import Started
@@ -24,7 +25,9 @@ class StandInGuest:
     def namespaces(self, vm: res.Vm) -> tuple[str, ...]:
         return (vm.guest,)
 
-    def start(self, vm: res.Vm, directory: Path, socket_path: Path) -> Started:
+    def start(
+        self, vm: res.Vm, manifest: VmManifest, directory: Path, socket_path: Path
+    ) -> Started:
         lease = directory / "lease.json"
         lease.unlink(missing_ok=True)
         ports = [p for p in vm.tcp_ports.split(",") if p.isdigit()] or ["22"]
