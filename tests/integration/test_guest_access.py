@@ -116,6 +116,31 @@ def office_ssh(
     )
 
 
+@pytest.mark.usefixtures("applied")
+def test_ssh_without_a_command_is_a_shell_on_the_users_terminal(seed: Lab) -> None:
+    controller, terminal = pty.openpty()
+    shell = subprocess.Popen(
+        [sys.executable, "-m", "passtplan", "ssh", str(seed.directory), VM, "--sandbox"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "PYTHONPATH": str(REPO / "engine")},
+        start_new_session=True,
+    )
+    os.close(terminal)
+    try:
+        os.write(controller, b"tty; echo $((6*7))-typed\r")
+        seen = read_until(controller, b"42-typed")
+        assert b"/dev/pts/" in seen  # the guest's shell has a terminal of its own
+        os.write(controller, b"exit 4\r")
+        assert shell.wait(timeout=30) == 4
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()
+        os.close(controller)
+
+
 @pytest.mark.parametrize(
     ("user", "password", "code"),
     [("root", "dangerous", 0), ("root", "wrong", 255), ("alice", ALICE_PASSWORD, 0)],

@@ -31,8 +31,8 @@ CHUNK = 4096
 
 def run(path: Path, vm: str) -> int:
     loaded = load(path)
-    require_root("console")
     qemu_vm(loaded, vm)
+    require_root("console")
     directory = vm_dir(store_for(loaded, sandbox=True), vm)
     if not directory.exists():
         raise PasstplanError(

@@ -46,11 +46,11 @@ class Access:
 
 def run(path: Path, vm: str, command: list[str], *, sandbox: bool) -> int:
     loaded = load(path)
-    require_root("ssh")
     if sandbox:
         qemu_vm(loaded, vm)
     else:
         known_vm(loaded, vm)
+    require_root("ssh")
     desired = desired_state(
         loaded.lab, sandbox=sandbox, manifests=loaded.manifests, open_files=open_files_limit()
     )
