@@ -37,10 +37,11 @@ def test_the_seed_logs_in_from_the_office_to_the_macvlan_address() -> None:
     assert access(load_lab(SEED), sandbox=True) == Access("office", "10.7.120.202")
 
 
-def test_a_check_to_the_pod_address_counts_and_vm_checks_do_not(tmp_path: Path) -> None:
+def test_a_check_to_the_pod_address_counts_and_vm_or_failing_checks_do_not(tmp_path: Path) -> None:
     lab = SEED.read_text().replace(
         '  - {from: office, ping: 10.7.120.202}\n  - {from: office, tcp: "10.7.120.202:22"}',
         "  - {from: vm/passt-macvlan, ping: 10.7.120.202}\n  - {from: gw, ping: 10.64.1.46}\n"
+        "  - {from: gw, ping: 10.7.120.202, expect: failure}\n"
         '  - {from: host, tcp: "10.233.70.4:22"}',
     )
     assert lab != SEED.read_text()

@@ -115,8 +115,10 @@ def find_access(loaded: LoadedLab, desired: Desired, vm: str) -> Access:
     addresses = vm_addresses(loaded, desired, vm)
     elsewhere = []  # sources of checks that reach the VM from a namespace of the sandbox
     for check in loaded.lab.checks:
-        host = check.ping or (check.tcp or "").rpartition(":")[0].strip("[]")
-        if check.source.startswith(VM_PREFIX) or host not in addresses:
+        host = _ip(check.ping or (check.tcp or "").rpartition(":")[0].strip("[]"))
+        if check.source.startswith(VM_PREFIX) or check.expect == "failure":
+            continue  # from inside the VM, or from where it must not be reached
+        if host not in addresses:
             continue
         if check.source in desired.namespaces:
             return Access(check.source, host)
@@ -131,6 +133,14 @@ def find_access(loaded: LoadedLab, desired: Desired, vm: str) -> Access:
         f"{loaded.path}: no check reaches vm {vm} from a namespace, so passtplan ssh does not "
         f"know where to run from: add one, e.g. checks: [{{from: NAMESPACE, ping: {example}}}]"
     )
+
+
+def _ip(host: str) -> str:
+    """An address in the form ipaddress writes it (fd00:0::1 is fd00::1); a name as it is."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
 
 
 def ssh_argv(address: str, port: int, key: Path | None, command: list[str]) -> list[str]:
