@@ -267,3 +267,23 @@ def test_the_lab_key_is_made_once(tmp_path: Path) -> None:
         ["ssh-keygen", "-y", "-f", key], check=True, capture_output=True, text=True
     )
     assert derived.stdout.split()[:2] == first[1].split()[:2]
+
+
+def test_what_would_break_the_account_files_is_named_and_left_out() -> None:
+    config = guest_config(
+        manifest(
+            "#cloud-config\n"
+            "users:\n"
+            " - {name: 'evil:0:0', plain_text_passwd: x, lock_passwd: false}\n"
+            " - {name: bob, passwd: 'x:y', lock_passwd: false, homedir: '/h:x'}\n"
+            "write_files: [{path: /, content: x}, {path: /etc/, content: x}]\n"
+        ),
+        LAB_KEY,
+    )
+    assert config.not_applied == (
+        "users[] ('evil:0:0' is not a user name)",
+        "users[] (bob's hashed password is not a crypt hash)",
+        "write_files[] (path, content or permissions unreadable)",
+    )
+    assert shadow(config) == {"root": "*", "tcpdump": "*", "bob": "*"}
+    assert "bob:x:1000:1000:bob:/home/bob:/bin/sh" in files(config)["etc/passwd"].decode()
