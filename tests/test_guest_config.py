@@ -84,7 +84,6 @@ def test_plain_text_passwd_is_hashed_only_when_the_user_unlocks_it() -> None:
     passwd = files(config)["etc/passwd"].decode().splitlines()
     assert passwd == [
         "root:x:0:0:root:/root:/bin/sh",
-        "tcpdump:x:104:104::/nonexistent:/bin/false",  # the image's accounts stay
         "alice:x:1000:1000:alice:/home/alice:/bin/sh",
         "bob:x:1001:1001:bob:/home/bob:/bin/sh",
     ]
@@ -209,7 +208,7 @@ def test_user_data_that_is_not_a_cloud_config(
 ) -> None:
     config = guest_config(manifest(volume=volume), LAB_KEY)
     assert config.not_applied == not_applied
-    assert shadow(config) == {"root": "*", "tcpdump": "*"}
+    assert shadow(config) == {"root": "*"}
 
 
 def test_write_files_with_encodings_and_modes() -> None:
@@ -285,5 +284,5 @@ def test_what_would_break_the_account_files_is_named_and_left_out() -> None:
         "users[] (bob's hashed password is not a crypt hash)",
         "write_files[] (path, content or permissions unreadable)",
     )
-    assert shadow(config) == {"root": "*", "tcpdump": "*", "bob": "*"}
+    assert shadow(config) == {"root": "*", "bob": "*"}
     assert "bob:x:1000:1000:bob:/home/bob:/bin/sh" in files(config)["etc/passwd"].decode()
