@@ -6,6 +6,7 @@ import base64
 import stat
 import subprocess
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,12 @@ def test_what_would_break_the_account_files_is_named_and_left_out() -> None:
     )
     assert shadow(config) == {"root": "*", "bob": "*"}
     assert "bob:x:1000:1000:bob:/home/bob:/bin/sh" in files(config)["etc/passwd"].decode()
+
+
+def test_labs_vms_started_at_once_get_one_key(tmp_path: Path) -> None:
+    state = tmp_path / "lab@sandbox"
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(lambda _: public_key(state), range(4)))
+    assert len(set(made)) == 1
+    assert made[0] == (state / "ssh" / "id_ed25519.pub").read_text().strip()
+    assert sorted(p.name for p in state.iterdir()) == ["ssh"]
