@@ -6,6 +6,7 @@ import base64
 import stat
 import subprocess
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,6 @@ def test_plain_text_passwd_is_hashed_only_when_the_user_unlocks_it() -> None:
     passwd = files(config)["etc/passwd"].decode().splitlines()
     assert passwd == [
         "root:x:0:0:root:/root:/bin/sh",
-        "tcpdump:x:104:104::/nonexistent:/bin/false",  # the image's accounts stay
         "alice:x:1000:1000:alice:/home/alice:/bin/sh",
         "bob:x:1001:1001:bob:/home/bob:/bin/sh",
     ]
@@ -209,7 +209,7 @@ def test_user_data_that_is_not_a_cloud_config(
 ) -> None:
     config = guest_config(manifest(volume=volume), LAB_KEY)
     assert config.not_applied == not_applied
-    assert shadow(config) == {"root": "*", "tcpdump": "*"}
+    assert shadow(config) == {"root": "*"}
 
 
 def test_write_files_with_encodings_and_modes() -> None:
@@ -267,3 +267,32 @@ def test_the_lab_key_is_made_once(tmp_path: Path) -> None:
         ["ssh-keygen", "-y", "-f", key], check=True, capture_output=True, text=True
     )
     assert derived.stdout.split()[:2] == first[1].split()[:2]
+
+
+def test_what_would_break_the_account_files_is_named_and_left_out() -> None:
+    config = guest_config(
+        manifest(
+            "#cloud-config\n"
+            "users:\n"
+            " - {name: 'evil:0:0', plain_text_passwd: x, lock_passwd: false}\n"
+            " - {name: bob, passwd: 'x:y', lock_passwd: false, homedir: '/h:x'}\n"
+            "write_files: [{path: /, content: x}, {path: /etc/, content: x}]\n"
+        ),
+        LAB_KEY,
+    )
+    assert config.not_applied == (
+        "users[] ('evil:0:0' is not a user name)",
+        "users[] (bob's hashed password is not a crypt hash)",
+        "write_files[] (path, content or permissions unreadable)",
+    )
+    assert shadow(config) == {"root": "*", "bob": "*"}
+    assert "bob:x:1000:1000:bob:/home/bob:/bin/sh" in files(config)["etc/passwd"].decode()
+
+
+def test_labs_vms_started_at_once_get_one_key(tmp_path: Path) -> None:
+    state = tmp_path / "lab@sandbox"
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(lambda _: public_key(state), range(4)))
+    assert len(set(made)) == 1
+    assert made[0] == (state / "ssh" / "id_ed25519.pub").read_text().strip()
+    assert sorted(p.name for p in state.iterdir()) == ["ssh"]

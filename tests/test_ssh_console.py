@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import pty
+import secrets
+import shutil
 import socket
 import termios
 import threading
@@ -12,14 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from passtplan.cli import app
 from passtplan.commands.console import relay
 from passtplan.commands.ssh import Access, find_access, ssh_argv
 from passtplan.cycles import load_lab
 from passtplan.desired import desired_state
 from passtplan.errors import PasstplanError
 from passtplan.lang.loader import LoadedLab
-from tests.conftest import PLANS
+from tests.conftest import PLANS, seed_lab
 
 SEED = PLANS / "passt-macvlan" / "lab.yaml"
 
@@ -33,10 +37,11 @@ def test_the_seed_logs_in_from_the_office_to_the_macvlan_address() -> None:
     assert access(load_lab(SEED), sandbox=True) == Access("office", "10.7.120.202")
 
 
-def test_a_check_to_the_pod_address_counts_and_vm_checks_do_not(tmp_path: Path) -> None:
+def test_a_check_to_the_pod_address_counts_and_vm_or_failing_checks_do_not(tmp_path: Path) -> None:
     lab = SEED.read_text().replace(
         '  - {from: office, ping: 10.7.120.202}\n  - {from: office, tcp: "10.7.120.202:22"}',
         "  - {from: vm/passt-macvlan, ping: 10.7.120.202}\n  - {from: gw, ping: 10.64.1.46}\n"
+        "  - {from: gw, ping: 10.7.120.202, expect: failure}\n"
         '  - {from: host, tcp: "10.233.70.4:22"}',
     )
     assert lab != SEED.read_text()
@@ -137,3 +142,46 @@ def test_console_ends_when_qemu_goes() -> None:
         ours.close()
         os.close(reading)
         os.close(writing)
+
+
+def seed_copy(tmp_path: Path, guest: str) -> Path:
+    """The seed lab under a name no lab on this machine has, never applied."""
+    (tmp_path / "lab.yaml").write_text(
+        seed_lab(guest).replace("LABNAME", f"ptssh{secrets.token_hex(3)}")
+    )
+    shutil.copy(SEED.parent / "passt-vm.yaml", tmp_path / "passt-vm.yaml")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "guest", "error"),
+    [
+        (("ssh", "nope", "--sandbox"), "qemu", "has no vm 'nope' (its vms: passt-macvlan)"),
+        (("console", "nope"), "qemu", "has no vm 'nope'"),
+        (("ssh", "passt-macvlan", "--sandbox"), "stand-in", "runs the sandbox's stand-in guest"),
+        (("console", "passt-macvlan"), "stand-in", "runs the sandbox's stand-in guest"),
+    ],
+)
+def test_ssh_and_console_refuse_what_they_cannot_enter(
+    cli: CliRunner, tmp_path: Path, args: tuple[str, ...], guest: str, error: str
+) -> None:
+    lab = seed_copy(tmp_path, guest)
+    result = cli.invoke(app, [args[0], str(lab), *args[1:]])
+    assert result.exit_code == 1
+    assert error in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ssh and console need root")
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("ssh", "passt-macvlan", "--sandbox"), "is not applied with --sandbox"),
+        (("console", "passt-macvlan"), "is not running in the sandbox"),
+    ],
+)
+def test_ssh_and_console_of_a_lab_not_applied(
+    cli: CliRunner, tmp_path: Path, args: tuple[str, ...], error: str
+) -> None:
+    result = cli.invoke(app, [args[0], str(seed_copy(tmp_path, "qemu")), *args[1:]])
+    assert result.exit_code == 1
+    assert error in result.output and "Traceback" not in result.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pty
 import secrets
+import select
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from tests.integration.conftest import Lab, cleanup
 
 SEED = PLANS / "passt-macvlan"
 VM = "passt-macvlan"
+ALICE_PASSWORD = "alices-password"
 MISSING = [tool for tool in ("qemu-system-x86_64", "ssh") if shutil.which(tool) is None]
 if MISSING:
     pytest.skip(f"{', '.join(MISSING)} not installed (bash scripts/setup)", allow_module_level=True)
@@ -41,7 +43,19 @@ if cached_image() is None:
 def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     directory = tmp_path_factory.mktemp("guest-access")
     name = f"pa{secrets.token_hex(3)}"
-    shutil.copy(SEED / "passt-vm.yaml", directory / "passt-vm.yaml")
+    key = directory / "alice"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+    alice = (
+        "            users:\n              - default\n"
+        f"              - {{name: alice, plain_text_passwd: {ALICE_PASSWORD}, lock_passwd: false, "
+        f"ssh_authorized_keys: ['{key.with_suffix('.pub').read_text().strip()}']}}\n"
+    )
+    manifest = (SEED / "passt-vm.yaml").read_text()
+    manifest = manifest.replace(
+        "            ssh_pwauth: true\n", f"            ssh_pwauth: true\n{alice}"
+    )
+    assert "name: alice" in manifest
+    (directory / "passt-vm.yaml").write_text(manifest)
     lab = Lab(directory, name).write(seed_lab(guest="qemu"))
     try:
         yield lab
@@ -83,31 +97,87 @@ def test_ssh_from_the_office_lands_in_the_guest(seed: Lab, applied: str) -> None
     assert failed.returncode == 3  # ssh's exit code is the command's
 
 
-@pytest.mark.parametrize(("password", "code"), [("dangerous", 0), ("wrong", 255)])
-def test_the_manifest_root_password_logs_in(
-    seed: Lab, applied: str, tmp_path: Path, password: str, code: int
-) -> None:
-    """The seed's `chpasswd: {list: "root:dangerous"}`, with the real ssh asking for it."""
-    askpass = tmp_path / "askpass"
-    askpass.write_text(f"#!/bin/sh\necho {password}\n")
-    askpass.chmod(0o700)
-    environment = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
-    login = subprocess.run(
+def office_ssh(
+    seed: Lab, user: str, options: tuple[str, ...], environment: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The real ssh from the office, as a person would run it there (not `passtplan ssh`)."""
+    return subprocess.run(
         [
-            *("ip", "netns", "exec", seed.netns("office"), "ssh"),
-            *("-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"),
-            *("-o", "NumberOfPasswordPrompts=1", "-o", "StrictHostKeyChecking=no"),
-            *("-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"),
-            *("root@10.7.120.202", "true"),
+            *("ip", "netns", "exec", seed.netns("office"), "ssh", *options),
+            *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"),
+            *("-o", "LogLevel=ERROR", f"{user}@10.7.120.202", "id -un"),
         ],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        env=environment,
+        env={**os.environ, **environment},
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.usefixtures("applied")
+def test_ssh_without_a_command_is_a_shell_on_the_users_terminal(seed: Lab) -> None:
+    controller, terminal = pty.openpty()
+    shell = subprocess.Popen(
+        [sys.executable, "-m", "passtplan", "ssh", str(seed.directory), VM, "--sandbox"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "PYTHONPATH": str(REPO / "engine")},
+        start_new_session=True,
+    )
+    os.close(terminal)
+    try:
+        os.write(controller, b"tty; echo $((6*7))-typed\r")
+        seen = read_until(controller, b"42-typed")
+        assert b"/dev/pts/" in seen  # the guest's shell has a terminal of its own
+        os.write(controller, b"exit 4\r")
+        assert shell.wait(timeout=30) == 4
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()
+        os.close(controller)
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "code"),
+    [("root", "dangerous", 0), ("root", "wrong", 255), ("alice", ALICE_PASSWORD, 0)],
+)
+@pytest.mark.usefixtures("applied")
+def test_the_manifest_passwords_log_in(
+    seed: Lab, tmp_path: Path, user: str, password: str, code: int
+) -> None:
+    """The seed's `chpasswd: {list: "root:dangerous"}`, and a user's plain_text_passwd."""
+    askpass = tmp_path / "askpass"
+    askpass.write_text(f"#!/bin/sh\necho {password}\n")
+    askpass.chmod(0o700)
+    login = office_ssh(
+        seed,
+        user,
+        ("-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"),
+        {"SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"},
+    )
     assert login.returncode == code, login.stderr
+    assert login.stdout == ("" if code else f"{user}\n")
+
+
+@pytest.mark.usefixtures("applied")
+def test_a_user_logs_in_with_the_key_the_manifest_gives_them(seed: Lab) -> None:
+    key = str(seed.directory / "alice")
+    login = office_ssh(seed, "alice", ("-i", key, "-o", "IdentitiesOnly=yes"), {})
+    assert login.returncode == 0, login.stderr
+    assert login.stdout == "alice\n"
+
+
+def read_until(fd: int, wanted: bytes) -> bytes:
+    seen, deadline = b"", time.monotonic() + 30
+    while wanted not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"never saw {wanted!r} on the console, only {seen!r}"
+        seen += os.read(fd, 4096)
+    return seen
 
 
 def test_console_reaches_the_guest_shell_and_ctrl_bracket_quits(seed: Lab, applied: str) -> None:
@@ -121,13 +191,12 @@ def test_console_reaches_the_guest_shell_and_ctrl_bracket_quits(seed: Lab, appli
     )
     os.close(terminal)
     try:
+        read_until(controller, b"Ctrl-] quits")
         os.write(controller, b"\recho console-$((6*7))\r")
-        seen, deadline = b"", time.monotonic() + 30
-        while b"console-42" not in seen:
-            assert time.monotonic() < deadline, f"no answer on the console: {seen!r}"
-            seen += os.read(controller, 4096)
+        read_until(controller, b"console-42")
         os.write(controller, b"\x1d")
         assert console.wait(timeout=10) == 0
+        assert b"Disconnected" in read_until(controller, b"console.\r\n")
     finally:
         if console.poll() is None:
             console.kill()

@@ -31,8 +31,8 @@ CHUNK = 4096
 
 def run(path: Path, vm: str) -> int:
     loaded = load(path)
-    require_root("console")
     qemu_vm(loaded, vm)
+    require_root("console")
     directory = vm_dir(store_for(loaded, sandbox=True), vm)
     if not directory.exists():
         raise PasstplanError(
@@ -91,7 +91,7 @@ def raw_terminal(fd: int) -> Iterator[None]:
         yield
         return
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    tty.setraw(fd, termios.TCSANOW)  # not TCSAFLUSH: what was typed ahead goes to the guest
     try:
         yield
     finally:

@@ -14,6 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from passtplan import resources as res
 from passtplan.commands.common import load
@@ -46,33 +47,31 @@ class Access:
 
 def run(path: Path, vm: str, command: list[str], *, sandbox: bool) -> int:
     loaded = load(path)
+    (qemu_vm if sandbox else known_vm)(loaded, vm)
     require_root("ssh")
-    if sandbox:
-        qemu_vm(loaded, vm)
-    else:
-        known_vm(loaded, vm)
     desired = desired_state(
         loaded.lab, sandbox=sandbox, manifests=loaded.manifests, open_files=open_files_limit()
     )
     access = find_access(loaded, desired, vm)
     netns = namespace_file(desired.namespaces[access.source])
-    mode = "with --sandbox" if sandbox else "on this node"
     if netns is None:
+        mode, flag = ("with --sandbox", " --sandbox") if sandbox else ("on this node", "")
         raise PasstplanError(
             f"lab {loaded.name} is not applied {mode} (namespace {access.source} does not "
-            f"exist): run passtplan apply{' --sandbox' if sandbox else ''} first"
+            f"exist): run passtplan apply{flag} first"
         )
-    key = None
-    if sandbox:
-        key = key_path(store_for(loaded, sandbox=True).path.parent)
-        if not key.exists():
-            raise PasstplanError(
-                f"lab {loaded.name} has no ssh key ({key}): its VMs have not started in the "
-                "sandbox; run passtplan apply --sandbox first"
-            )
-    argv = ssh_argv(access.address, ssh_port(loaded.manifests[vm]), key, command)
-    exec_inside(netns, argv)
-    return 1  # not reached: exec_inside becomes ssh or raises
+    key = _lab_key(loaded) if sandbox else None
+    exec_inside(netns, ssh_argv(access.address, ssh_port(loaded.manifests[vm]), key, command))
+
+
+def _lab_key(loaded: LoadedLab) -> Path:
+    key = key_path(store_for(loaded, sandbox=True).path.parent)
+    if not key.exists():
+        raise PasstplanError(
+            f"lab {loaded.name} has no ssh key ({key}): its VMs have not started in the "
+            "sandbox; run passtplan apply --sandbox first"
+        )
+    return key
 
 
 def known_vm(loaded: LoadedLab, vm: str) -> None:
@@ -115,8 +114,10 @@ def find_access(loaded: LoadedLab, desired: Desired, vm: str) -> Access:
     addresses = vm_addresses(loaded, desired, vm)
     elsewhere = []  # sources of checks that reach the VM from a namespace of the sandbox
     for check in loaded.lab.checks:
-        host = check.ping or (check.tcp or "").rpartition(":")[0].strip("[]")
-        if check.source.startswith(VM_PREFIX) or host not in addresses:
+        host = _ip(check.ping or (check.tcp or "").rpartition(":")[0].strip("[]"))
+        if check.source.startswith(VM_PREFIX) or check.expect == "failure":
+            continue  # from inside the VM, or from where it must not be reached
+        if host not in addresses:
             continue
         if check.source in desired.namespaces:
             return Access(check.source, host)
@@ -133,6 +134,14 @@ def find_access(loaded: LoadedLab, desired: Desired, vm: str) -> Access:
     )
 
 
+def _ip(host: str) -> str:
+    """An address in the form ipaddress writes it (fd00:0::1 is fd00::1); a name as it is."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
 def ssh_argv(address: str, port: int, key: Path | None, command: list[str]) -> list[str]:
     """The ssh command line: root at the address, the lab's key only (when there is one)."""
     argv = ["ssh"]
@@ -142,7 +151,7 @@ def ssh_argv(address: str, port: int, key: Path | None, command: list[str]) -> l
     return [*argv, "--", *command] if command else argv
 
 
-def exec_inside(netns: Path, argv: list[str]) -> None:
+def exec_inside(netns: Path, argv: list[str]) -> NoReturn:
     """Become `argv` inside the namespace: this process enters it for good, then execs."""
     sys.stdout.flush()
     sys.stderr.flush()

@@ -60,6 +60,8 @@ USER_KEYS = frozenset(
 FILE_KEYS = frozenset({"path", "content", "encoding", "permissions", "owner", "defer"})
 # cloud-init's util.is_encrypted_pass: what chpasswd takes as already hashed.
 CRYPT_HASH = re.compile(r"^\$(1|2a|2y|5|6)(\$.+){2}$")
+# useradd's NAME_REGEX, upper case allowed (Debian's --badname), at most 32 characters.
+USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,30}\$?")
 RANDOM = ("R", "RANDOM")
 
 
@@ -108,6 +110,15 @@ class _Reading:
             self.not_applied.append(what)
 
     def update(self, name: str, **changes: Any) -> None:
+        """Set what is known of a user; a name or hash that would break the guest's account
+        files (a ':' or a line break in them) is named as not applied instead."""
+        if not USER_NAME.fullmatch(name):
+            self.skip(f"users[] ({name!r} is not a user name)")
+            return
+        password = changes.get("password")
+        if isinstance(password, Password) and password.hashed and not _field(password.value):
+            self.skip(f"users[] ({name}'s hashed password is not a crypt hash)")
+            changes["password"] = None
         self.users[name] = replace(self.users.get(name) or GuestUser(name), **changes)
 
 
@@ -237,7 +248,7 @@ def _read_user(entry: dict[str, object], reading: _Reading) -> None:
         keys=_strings(keys),
         uid=uid if isinstance(uid, int) and not isinstance(uid, bool) else None,
         gecos=str(entry.get("gecos") or ""),
-        home=home if isinstance(home, str) else "",
+        home=home if isinstance(home, str) and _field(home) else "",
     )
 
 
@@ -288,12 +299,13 @@ def _read_files(files: object, reading: _Reading) -> tuple[GuestFile, ...]:
                 reading.skip(f"write_files[].{key}")
         if str(entry.get("owner", "root:root")) not in ("root", "root:root"):
             reading.skip("write_files[].owner")
+        path = str(entry["path"]).strip()
         content = _file_content(entry.get("content", ""), str(entry.get("encoding", "text")))
         mode = _permissions(entry.get("permissions", "0644"))
-        if content is None or mode is None:
-            reading.skip("write_files[] (content or permissions unreadable)")
+        if content is None or mode is None or not path.strip("/") or path.endswith("/"):
+            reading.skip("write_files[] (path, content or permissions unreadable)")
             continue
-        written.append(GuestFile("/" + str(entry["path"]).lstrip("/"), content, mode))
+        written.append(GuestFile("/" + path.lstrip("/"), content, mode))
     return tuple(written)
 
 
@@ -335,6 +347,11 @@ def _flag(value: object) -> bool | None:
     if word in ("y", "yes", "true", "on"):
         return True
     return False if word in ("n", "no", "false", "off") else None
+
+
+def _field(value: str) -> bool:
+    """Whether `value` fits in one field of /etc/passwd or /etc/shadow."""
+    return not any(c in value for c in ":\n\r")
 
 
 def _strings(value: object) -> tuple[str, ...]:

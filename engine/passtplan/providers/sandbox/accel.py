@@ -33,7 +33,7 @@ CHOICE = IMAGE_ROOT / "accel.json"
 def pick_accelerator() -> str:
     """ "kvm" or "tcg", for QEMU's -accel. TCG without a probe when /dev/kvm cannot be opened or
     no guest image is built yet (then nothing is kept, so a later call probes)."""
-    if not _kvm_usable():
+    if not kvm_usable():
         return TCG
     image = cached_image()
     if image is None:
@@ -97,7 +97,7 @@ def _output_until(command: list[str], marks: tuple[str, ...], deadline: float) -
     return output.decode(errors="replace")
 
 
-def _kvm_usable() -> bool:
+def kvm_usable() -> bool:
     try:
         os.close(os.open("/dev/kvm", os.O_RDWR))
     except OSError:

@@ -171,7 +171,7 @@ class _Account:
 
 def _merged(base: str, lines: dict[str, str]) -> str:
     """The image's account file with these accounts' lines in place of theirs, and the new
-    accounts' lines after it (the image's other accounts, tcpdump's, stay)."""
+    accounts' lines after it (the image's other accounts stay)."""
     new = dict(lines)
     kept = [new.pop(line.split(":")[0], line) for line in base.splitlines()]
     return "".join(f"{line}\n" for line in [*kept, *new.values()])

@@ -12,6 +12,9 @@ inputs reuses it, and needs no apt once the kernel's .deb is kept in IMAGE_ROOT/
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import gzip
 import hashlib
 import json
@@ -56,9 +59,9 @@ SCRIPTS = {
 # Accounts of a busybox guest: root logs in with a key (a `*` password takes none; dropbear
 # refuses every method to a `!` locked account). An overlay may replace these files.
 ACCOUNT_FILES = {
-    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\ntcpdump:x:104:104::/nonexistent:/bin/false\n",
-    "etc/group": "root:x:0:\ntty:x:5:\ntcpdump:x:104:\n",
-    "etc/shadow": "root:*:19000:0:99999:7:::\ntcpdump:*:19000:0:99999:7:::\n",
+    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+    "etc/group": "root:x:0:\ntty:x:5:\n",
+    "etc/shadow": "root:*:19000:0:99999:7:::\n",
     "etc/shells": "/bin/sh\n/bin/ash\n",
     "etc/passtplan/guest.env": (
         "GUEST_HOSTNAME='guest'\nGUEST_SSH_PORTS='22'\nGUEST_MTU_FROM_DHCP=1\n"
@@ -243,17 +246,28 @@ def build_image() -> GuestImage:
             "main and security sources)"
         )
     wanted = inputs(kernel)
-    image = _complete(wanted.digest)
-    if image is None:
-        image = _build(wanted)
-    _pin(kernel)
-    _prune(keep=image.digest, deb=kernel.deb)
+    try:
+        IMAGE_ROOT.mkdir(parents=True, exist_ok=True)
+        with _build_lock():  # two labs applied at once build it once
+            image = _complete(wanted.digest) or _build(wanted)
+            _pin(kernel)
+            _prune(keep=image.digest, deb=kernel.deb)
+    except OSError as error:
+        denied = error.errno in (errno.EACCES, errno.EPERM)
+        fix = "run it as root (scripts/setup does)" if denied else "it must be a writable directory"
+        raise ImageError(f"guest image: {error.filename}: {error.strerror}: {fix}") from None
     return image
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    with (IMAGE_ROOT / ".build.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _build(wanted: Inputs) -> GuestImage:
     started = time.monotonic()
-    IMAGE_ROOT.mkdir(parents=True, exist_ok=True)
     deb = _kernel_deb(wanted.kernel)
     with tempfile.TemporaryDirectory(dir=IMAGE_ROOT, prefix=".build-") as scratch:
         work = Path(scratch)
@@ -281,7 +295,7 @@ def _build(wanted: Inputs) -> GuestImage:
         }
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         target = IMAGE_ROOT / wanted.digest
-        shutil.rmtree(target, ignore_errors=True)  # an incomplete one, or _complete had found it
+        shutil.rmtree(target, ignore_errors=True)  # what a build cut short left
         out.rename(target)
     image = _complete(wanted.digest)
     assert image is not None
@@ -294,7 +308,6 @@ def _kernel_deb(kernel: KernelPackage) -> Path:
         return kernel.deb
     kernel.deb.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=kernel.deb.parent, prefix=".download-") as scratch:
-        os.chmod(scratch, 0o755)  # apt downloads as _apt where it can
         try:
             _run(["apt-get", "download", "-q", f"{kernel.name}={kernel.version}"], cwd=scratch)
         except ImageError as error:
