@@ -60,7 +60,10 @@ class QemuGuest:
         self._remove_run_files(directory)
         initramfs = directory / INITRAMFS
         overlay = newc(guest_files(manifest, lab_state=directory.parents[1]))  # LAB@sandbox/vm/NAME
-        initramfs.write_bytes(image.initramfs.read_bytes() + overlay)
+        base = image.initramfs.read_bytes()
+        # The kernel takes an uncompressed archive after the gzip'd one only on a 4-byte boundary,
+        # skipping NULs before it (init/initramfs.c); off it, the overlay is junk and ignored.
+        initramfs.write_bytes(base + b"\0" * (-len(base) % 4) + overlay)
         accel = pick_accelerator()
         memory, cpus = machine_share(vm.memory_mib), min(vm.cpus, os.cpu_count() or 1)
         command = [
