@@ -69,8 +69,10 @@ def test_the_seed_checks_pass_from_the_guest(applied: str) -> None:
 
 
 def test_the_guest_holds_its_lease_with_passts_mtu(seed: Lab, applied: str) -> None:
-    code, output = guest_exec(vm_dir(seed), "ip -o -4 address show eth0; ip link show eth0", 20)
+    command = "hostname; ip -o -4 address show eth0; ip link show eth0"
+    code, output = guest_exec(vm_dir(seed), command, 20)
     assert code == 0, output
+    assert output.splitlines()[0] == VM  # from the VM's overlay (guest.env), not the image's
     assert f"inet {LEASE} " in output
     assert "mtu 65520" in output
     assert "52:54:00:12:34:56" in output

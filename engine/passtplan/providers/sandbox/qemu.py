@@ -60,10 +60,7 @@ class QemuGuest:
         self._remove_run_files(directory)
         initramfs = directory / INITRAMFS
         overlay = newc(guest_files(manifest, lab_state=directory.parents[1]))  # LAB@sandbox/vm/NAME
-        base = image.initramfs.read_bytes()
-        # The kernel takes an uncompressed archive after the gzip'd one only on a 4-byte boundary,
-        # skipping NULs before it (init/initramfs.c); off it, the overlay is junk and ignored.
-        initramfs.write_bytes(base + b"\0" * (-len(base) % 4) + overlay)
+        initramfs.write_bytes(aligned(image.initramfs.read_bytes()) + overlay)
         accel = pick_accelerator()
         memory, cpus = machine_share(vm.memory_mib), min(vm.cpus, os.cpu_count() or 1)
         command = [
@@ -137,6 +134,14 @@ def require_image(changes: list[Change], lab_file: Path) -> None:
     ]
     if starting and cached_image() is None:
         raise PasstplanError(f"{lab_file}: {starting[0]} runs QEMU and {NO_IMAGE}")
+
+
+def aligned(archive: bytes) -> bytes:
+    """`archive` padded with zeros to a multiple of 4 bytes: the kernel reads a newc archive that
+    follows another only at a 4-byte boundary (and skips the zeros); a gzip'd base image ends
+    anywhere, and the overlay after it would be taken for a compressed archive of unknown kind
+    and ignored (init/initramfs.c, unpack_to_rootfs)."""
+    return archive + b"\0" * (-len(archive) % 4)
 
 
 def machine_share(memory_mib: int) -> int:
