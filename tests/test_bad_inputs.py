@@ -34,7 +34,7 @@ ROOT = os.geteuid() == 0
 CORPUS = FIXTURES / "inputs"
 TIMEOUT = 30.0
 RUN_PREFIX = f"ptin{secrets.token_hex(3)}"  # labs of this run: their records are removed after
-LAB_COMMANDS = ("validate", "plan", "apply", "destroy", "graph", "check", "show")
+LAB_COMMANDS = ("validate", "plan", "apply", "destroy", "graph", "check", "ssh", "console", "show")
 ENGINE_COMMANDS = ("plan", "apply", "destroy")  # the ones that read the lab's record
 
 
@@ -44,6 +44,8 @@ def argv(command: str, path: str) -> list[str]:
         return ["show", "--lab", path]
     if command in ("apply", "destroy"):
         return [command, path, "--auto-approve"]
+    if command in ("ssh", "console"):
+        return [command, path, "vm1"]
     return [command, path]
 
 

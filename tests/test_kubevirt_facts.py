@@ -17,7 +17,7 @@ from passtplan.kubevirt import (
     passt_form_error,
     swap_after_running,
 )
-from passtplan.providers.vm_local import passt_command
+from passtplan.providers.sandbox.launcher import passt_command
 from passtplan.resources import Vm
 
 CRDS = Path(__file__).parent / "kube" / "crds"

@@ -70,7 +70,7 @@ def _apply_plan(
     journal = journal and not plan.destroy
     before = live_digest(plan.state) if journal else ""
     graph = plan.graph
-    applier = Applier(ApplyContext(session, plan.desired, store, cluster))
+    applier = Applier(ApplyContext(session, plan.desired, store, cluster, plan.loaded.manifests))
     members: dict[str, Outcome] = {}
 
     def visit(node: str) -> str:

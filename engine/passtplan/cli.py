@@ -511,6 +511,35 @@ def diagram(
     )
 
 
+VmName = Annotated[str, typer.Argument(help="The VM's name in the lab.", metavar="VM")]
+
+
+@app.command()
+def ssh(
+    path: PlanFile,
+    vm: VmName,
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(help="A command to run in the guest, after --.", metavar="CMD"),
+    ] = None,
+    sandbox: Annotated[
+        bool, _sandbox("Log in to the lab as applied with --sandbox, with the lab's own key.")
+    ] = False,
+) -> None:
+    """Log in to a VM's guest with ssh, from the namespace of the lab's check that reaches it."""
+    from passtplan.commands import ssh as command_module
+
+    _exit(lambda: command_module.run(path, vm, command or [], sandbox=sandbox))
+
+
+@app.command()
+def console(path: PlanFile, vm: VmName) -> None:
+    """Attach the terminal to a sandbox VM's serial console (Ctrl-] quits)."""
+    from passtplan.commands import console as command
+
+    _exit(lambda: command.run(path, vm))
+
+
 def _flags(
     kubeconfig: str | None, context: str | None, node: str | None, kubelet_root: str, wait: float
 ) -> ClusterFlags:

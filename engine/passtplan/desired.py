@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import Literal
 
 from passtplan import resources as res
+from passtplan.kubevirt import guest_cpus, guest_memory_mib
 from passtplan.lang import models as spec
 from passtplan.lang.manifest import Port, VmManifest
 from passtplan.lang.semantics import split_ref
@@ -124,13 +125,14 @@ def sandbox_vm(
         f"launcher-{name}",
     )
     settings = lab.sandbox.vms.get(name) or spec.SandboxVm()
+    standin = lab.sandbox.guest == "stand-in"
     address = settings.address or DEFAULT_POD_NETWORK.format(FIRST_POD_HOST + index)
     tcp, udp, forwarding = port_specs(manifest.ports, open_files)
     node = spec.HOST if spec.HOST in lab.namespaces or spec.HOST in lab.sandbox.namespaces else None
     return res.Vm(
         name=name,
         launcher=netns_name(lab.metadata.name, launcher),
-        guest=netns_name(lab.metadata.name, f"vm.{name}"),
+        guest=netns_name(lab.metadata.name, f"vm.{name}") if standin else None,
         pod_address=address,
         gateway=settings.gateway,
         tcp_ports=tcp,
@@ -138,6 +140,9 @@ def sandbox_vm(
         forwarding=forwarding,
         node=node,
         kubevirt=lab.sandbox.kubevirt,
+        guest_kind=lab.sandbox.guest,
+        memory_mib=guest_memory_mib(manifest.body),
+        cpus=guest_cpus(manifest.body),
     )
 
 

@@ -185,6 +185,10 @@ def _make_plan(
         from passtplan.targets import targeted  # networkx, as for the graph below
 
         changes = targeted(changes, desired, targets)
+    if sandbox:
+        from passtplan.providers.sandbox.qemu import require_image  # a VM to start
+
+        require_image(changes, loaded.path)
     # Built now: a cycle is an error at plan time, not half-way through apply.
     graph = (
         _action_graph(changes, desired)

@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from passtplan.lang.manifest import PasstForm
+from passtplan.lang.manifest import PasstForm, get
 
 Release = tuple[int, int, int]
 
@@ -273,3 +273,42 @@ def drift(wanted: object, live: object, path: str = "") -> list[str]:
             found += drift(want, have, f"{path}[{index}]")
         return found
     return [] if wanted == live else [path or "."]
+
+
+DEFAULT_GUEST_MEMORY_MIB = 256
+QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+QUANTITY_BYTES = {
+    None: 1,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+}
+
+
+def guest_memory_mib(body: dict[str, object]) -> int:
+    """The guest's memory as KubeVirt sizes it: domain.memory.guest, else the memory request,
+    else the limit (virt-launcher's converter takes them in that order); 256 MiB without any."""
+    domain = ("spec", "template", "spec", "domain")
+    for path in (
+        (*domain, "memory", "guest"),
+        (*domain, "resources", "requests", "memory"),
+        (*domain, "resources", "limits", "memory"),
+    ):
+        found = QUANTITY.match(str(get(body, path) or ""))
+        if found:
+            return max(1, int(float(found[1]) * QUANTITY_BYTES[found[2]]) // 2**20)
+    return DEFAULT_GUEST_MEMORY_MIB
+
+
+def guest_cpus(body: dict[str, object]) -> int:
+    """The guest's vCPUs: sockets x cores x threads of domain.cpu, each 1 when absent."""
+    count = 1
+    for part in ("sockets", "cores", "threads"):
+        value = get(body, ("spec", "template", "spec", "domain", "cpu", part))
+        count *= value if isinstance(value, int) and value > 0 else 1
+    return count

@@ -11,9 +11,9 @@ from passtplan.desired import Desired, lab_id
 from passtplan.errors import PasstplanError
 from passtplan.inputs import NAME_MAX, SUN_PATH_MAX
 
-CALICO_HOST_PREFIX = "cali"  # as providers/vm_local names a VM's CNI host end
+CALICO_HOST_PREFIX = "cali"  # as providers/sandbox/launcher names a VM's CNI host end
 IFNAME_MAX = 15
-PASST_SOCKET = ("passt", "passt.socket")  # under the VM's directory, as vm_local places it
+PASST_SOCKET = ("passt", "passt.socket")  # under the VM's directory, as the launcher places it
 
 
 def host_end(vm: str) -> str:
@@ -30,7 +30,8 @@ def name_problems(desired: Desired, run_dir: Path) -> list[str]:
     for vm in desired.vms.values():
         if isinstance(vm, res.Vm):
             named.setdefault(vm.launcher, f"vms.{vm.name}")
-            named.setdefault(vm.guest, f"vms.{vm.name}")
+            if vm.guest is not None:
+                named.setdefault(vm.guest, f"vms.{vm.name}")
     for netns, where in sorted(named.items()):
         size = len(netns.encode())
         if size > NAME_MAX:

@@ -22,6 +22,7 @@ from passtplan.changes import (
     plan_document,
     plan_summary,
 )
+from passtplan.lang.cloudinit import cloud_config, cloud_init_volume
 from passtplan.walk import INTERRUPTED, Status
 
 if TYPE_CHECKING:  # the checks' probes load only when checks run
@@ -83,6 +84,8 @@ def plan_text(plan: Plan) -> str:
     for change in pending:
         lines += change_text(change)
         lines.append("")
+    notes = guest_notes(plan)
+    lines += [*notes, ""] if notes else []
     lines.append(plan_summary(pending))
     return "\n".join(lines) + "\n"
 
@@ -110,6 +113,27 @@ def warnings_text(plan: Plan) -> str:
         )
         lines += [f"  {SYMBOL[c.action]} {c.address} {VERB[c.action]}" for c in there]
     return "\n".join(lines) + "\n\n" if lines else ""
+
+
+def guest_notes(plan: Plan) -> list[str]:
+    """A line per VM the sandbox starts whose cloud-init user data its guest does not all do."""
+    lines = []
+    for change in plan.pending:
+        vm = change.after
+        if not isinstance(vm, res.Vm) or change.action not in (Action.CREATE, Action.REPLACE):
+            continue
+        manifest = plan.loaded.manifests.get(vm.name)
+        if manifest is None or cloud_init_volume(manifest) is None:
+            continue
+        if vm.guest_kind == "stand-in":
+            lines.append(
+                f"note: {vm.address}: cloud-init not applied by the sandbox's stand-in guest "
+                "(sandbox: {guest: qemu} applies it)"
+            )
+        elif skipped := cloud_config(manifest).not_applied:
+            what = ", ".join(skipped)
+            lines.append(f"note: {vm.address}: cloud-init {what} not applied in the sandbox")
+    return lines
 
 
 def change_text(change: Change) -> list[str]:

@@ -198,11 +198,12 @@ class Sysctl:
 @dataclass(frozen=True)
 class Vm:
     """A VM of the sandbox: the launcher pod's namespace (with a CNI-like eth0), passt in it,
-    and the guest attached to passt's socket. Observed, `passt` and `guest` say what runs."""
+    and the guest attached to passt's socket (QEMU, or the stand-in in a namespace of its own,
+    `guest`). Observed, `passt` and `guest_state` say what runs."""
 
     name: str
     launcher: str  # netns of the virt-launcher pod
-    guest: str  # netns of the guest
+    guest: str | None  # netns of the stand-in guest (QEMU's network is inside QEMU)
     pod_address: str  # the CNI's address for the pod, CIDR (/32, Calico style)
     gateway: str  # the pod's default gateway (Calico: 169.254.1.1)
     tcp_ports: str  # passt's -t spec
@@ -212,6 +213,9 @@ class Vm:
     guest_state: str = "running"
     node: str | None = None  # the lab namespace holding the CNI's host end, if any
     kubevirt: str = "v1.0"  # whose virt-launcher starts passt (sandbox.kubevirt)
+    guest_kind: str = "qemu"  # what runs behind passt: qemu or stand-in (sandbox.guest)
+    memory_mib: int = 256  # the manifest's memory for the guest (QEMU caps it for the machine)
+    cpus: int = 1  # the manifest's vCPUs (sockets x cores x threads)
 
     @property
     def address(self) -> str:

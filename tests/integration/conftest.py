@@ -112,7 +112,8 @@ class Lab:
 
 
 def stop_processes(prefix: str) -> None:
-    """passt and guest processes of a lab: their command lines carry its unique name."""
+    """passt, QEMU and stand-in guest processes of a lab: their command lines carry its
+    unique name (QEMU's names passt's socket)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -120,7 +121,7 @@ def stop_processes(prefix: str) -> None:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if prefix in cmdline and ("passt" in cmdline or "passtplan.guest" in cmdline):
+        if prefix in cmdline and ("passt" in cmdline or "standin_guest" in cmdline):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry.name), signal.SIGKILL)
 

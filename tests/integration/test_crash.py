@@ -21,7 +21,7 @@ import pytest
 
 from passtplan.providers.lock import lab_lock, lock_path
 from passtplan.providers.ownership import RUN_DIR
-from tests.conftest import PLANS
+from tests.conftest import PLANS, seed_lab
 from tests.integration.conftest import Lab, cleanup, ip, ip_json
 
 TRIO = (PLANS / "bridge-trio" / "lab.yaml").read_text().replace("bridge-trio", "LABNAME")
@@ -332,9 +332,7 @@ def test_seed_apply_killed_at_every_action_boundary_recovers(
 ) -> None:
     """The seed lab in the sandbox, the VM's start and the swap included."""
     seed_dir = PLANS / "passt-macvlan"
-    text = (
-        (seed_dir / "lab.yaml").read_text().replace("name: passt-macvlan\n", "name: LABNAME\n", 1)
-    )
+    text = seed_lab()
 
     def seed() -> Lab:
         lab = fresh(text)

@@ -16,7 +16,7 @@ import pytest
 
 from passtplan.providers import resolve
 from passtplan.providers.ownership import RUN_DIR
-from tests.conftest import PLANS
+from tests.conftest import PLANS, seed_lab
 from tests.integration.conftest import Lab, ip, ip_json, unique_pod_ip
 from tests.integration.test_resolve import LAUNCHER
 from tests.kube.fake_apiserver import ClusterConfig, FakeCluster
@@ -536,8 +536,7 @@ def test_the_sandbox_starts_passt_as_the_labs_release_does(
     make_lab: Callable[[str], Lab], release: str, expected: list[str]
 ) -> None:
     seed = PLANS / "passt-macvlan"
-    text = (seed / "lab.yaml").read_text().replace("name: passt-macvlan\n", "name: LABNAME\n", 1)
-    text = text.replace("\nsandbox:", f"\nsandbox:\n  kubevirt: {release}", 1)
+    text = seed_lab().replace("\nsandbox:", f"\nsandbox:\n  kubevirt: {release}", 1)
     lab = make_lab(text)
     (lab.directory / "passt-vm.yaml").write_text(
         (seed / "passt-vm.yaml")

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 
 from passtplan.apply import FAIL_AT
-from tests.conftest import PLANS
+from tests.conftest import PLANS, seed_lab
 from tests.integration.conftest import Lab, ip_json
 
 CLI = [sys.executable, "-m", "passtplan"]
@@ -116,7 +116,7 @@ def test_each_failing_step_of_the_seed_is_rolled_back(
     """The seed lab in the sandbox, made to fail at each of its actions with
     --rollback-on-failure: every time, the live state is as before the apply (nothing)."""
     seed = PLANS / "passt-macvlan"
-    text = (seed / "lab.yaml").read_text().replace("name: passt-macvlan\n", "name: LABNAME\n", 1)
+    text = seed_lab()
     probe = make_lab(text)
     (probe.directory / "passt-vm.yaml").write_text((seed / "passt-vm.yaml").read_text())
     plan = json.loads(probe.run("plan", str(probe.path), "--sandbox", "--json").stdout)

@@ -1,4 +1,5 @@
-"""The seed lab on one machine: --sandbox, the local VM driver with real passt, the checks.
+"""The seed lab on one machine: --sandbox, the local VM driver with real passt, the checks; its
+VM runs the stand-in guest (test_qemu_guest.py boots the default, QEMU).
 
 One lab per module (it takes a second to build): the tests read it in order, as the seed's
 author did, then repair it and destroy it.
@@ -18,8 +19,8 @@ import pytest
 
 from passtplan.lang.yamlsource import read_yaml
 from passtplan.providers.ownership import RUN_DIR
-from passtplan.providers.vm_local import Process
-from tests.conftest import PLANS
+from passtplan.providers.sandbox.process import Process
+from tests.conftest import PLANS, seed_lab
 from tests.integration.conftest import Lab, cleanup, ip, ip_json, root_snapshot
 from tests.kube.fake_apiserver import FakeCluster
 
@@ -41,8 +42,7 @@ def seed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     directory = tmp_path_factory.mktemp("seed")
     name = f"ps{__import__('secrets').token_hex(3)}"
     shutil.copy(SEED / "passt-vm.yaml", directory / "passt-vm.yaml")
-    text = (SEED / "lab.yaml").read_text().replace("name: passt-macvlan\n", "name: LABNAME\n", 1)
-    lab = Lab(directory, name).write(text)
+    lab = Lab(directory, name).write(seed_lab())
     before = (root_snapshot(), sysctls())
     try:
         yield lab

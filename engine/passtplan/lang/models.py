@@ -336,6 +336,16 @@ class Sandbox(Spec):
             "--tcp-ports --udp-ports)."
         ),
     )
+    guest: Literal["qemu", "stand-in"] = Field(
+        default="qemu",
+        description=(
+            "What runs behind passt for each VM: qemu, a Debian kernel with a busybox userland "
+            "on passt's socket as KubeVirt runs it (DHCP client, sshd, ping; some 250 MB and a "
+            "few seconds per VM), or stand-in, a Python process that takes the DHCP lease and "
+            "greets on the VM's ports (some 20 MB, a fraction of a second: for large labs and "
+            "fast tests)."
+        ),
+    )
 
 
 class Settings(Spec):

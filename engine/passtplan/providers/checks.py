@@ -1,4 +1,5 @@
-"""The lab's checks: ping and TCP from a namespace or a VM's guest, with a deadline.
+"""The lab's checks: ping and TCP from a namespace or a VM's guest, with a deadline. A QEMU
+guest runs them with its own tools over its exec channel (sandbox/exec.py); the rest here.
 
 Each probe runs on a thread that has entered the source namespace, with sockets made there:
 raw ICMP, so the reply's TTL is read back (passt answers a guest's ping itself, TTL 255), and
@@ -22,7 +23,7 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from passtplan.desired import Desired
 from passtplan.inet import checksum
 from passtplan.lang.models import VM_PREFIX, Check
 from passtplan.providers import kernel
+from passtplan.providers.sandbox.exec import GuestShell
+from passtplan.providers.sandbox.launcher import guest_for, lab_vm_dir
 from passtplan.providers.session import namespace_file
 
 RETRY_EVERY = 0.2  # seconds between attempts while a check has time left
@@ -71,12 +74,15 @@ def run_check(check: Check, desired: Desired) -> CheckResult:
         return CheckResult(check, "not run", source, 0.0)
     started = time.monotonic()
     deadline = started + check.timeout
-    fd = kernel.open_netns(source)
-    try:
-        with kernel.inside(fd):
-            ok, detail = _probe_until(check, deadline)
-    finally:
-        os.close(fd)
+    if isinstance(source, GuestShell):  # a QEMU guest: its own shell runs the probe
+        ok, detail = _probe_until(check, deadline, source.probe)
+    else:
+        fd = kernel.open_netns(source)
+        try:
+            with kernel.inside(fd):
+                ok, detail = _probe_until(check, deadline, _probe)
+        finally:
+            os.close(fd)
     passed = ok if check.expect == "success" else not ok
     if check.expect == "failure":
         detail = f"failed as expected: {detail}" if passed else f"expected to fail, but {detail}"
@@ -90,15 +96,14 @@ class Elsewhere:
     why: str
 
 
-def _source_file(source: str, desired: Desired) -> Path | Elsewhere | str:
-    """The namespace file a check runs in, or why it cannot run: in this mode (Elsewhere), or
-    now (the lab is not applied: a str)."""
+def _source_file(source: str, desired: Desired) -> Path | GuestShell | Elsewhere | str:
+    """The namespace file a check runs in (or the guest's shell), or why it cannot run: in this
+    mode (Elsewhere), or now (the lab is not applied: a str)."""
     if source.startswith(VM_PREFIX):
         vm = desired.vms.get(source.removeprefix(VM_PREFIX))
         if not isinstance(vm, res.Vm):
             return Elsewhere("runs inside the VM's guest: with --sandbox only")
-        path = kernel.netns_path(vm.guest)
-        return path if path.exists() else f"the guest of {vm.name} is not running"
+        return guest_for(vm).checks_from(vm, lab_vm_dir(desired.lab, vm.name))
     namespace = desired.namespaces.get(source)
     if namespace is None:
         return Elsewhere("its namespace exists only in the sandbox")
@@ -110,12 +115,14 @@ class Unreachable(Exception):  # noqa: N818 - an answer, not an error of passtpl
     """The network answered that the target cannot be reached: no use trying again."""
 
 
-def _probe_until(check: Check, deadline: float) -> tuple[bool, str]:
+def _probe_until(
+    check: Check, deadline: float, probe: Callable[[Check, float], tuple[bool, str]]
+) -> tuple[bool, str]:
     """Probe until it succeeds, the network says the target is unreachable, or the deadline
     passes; a check expected to fail probes once, for its whole timeout."""
     while True:
         try:
-            ok, detail = _probe(check, deadline)
+            ok, detail = probe(check, deadline)
         except Unreachable as exc:
             return False, str(exc)
         if ok or check.expect == "failure" or time.monotonic() + RETRY_EVERY >= deadline:

@@ -1,10 +1,11 @@
 """What every resource family's actions share during one apply: the session's namespace
-handles, the desired state, the ownership record, the cluster, and an ifindex cache."""
+handles, the desired state, the ownership record, the cluster, the VMs' manifests, and an
+ifindex cache."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from passtplan import resources as res
 from passtplan.desired import Desired
 from passtplan.errors import PasstplanError
+from passtplan.lang.manifest import VmManifest
 from passtplan.providers import rtnl
 from passtplan.providers.ownership import OwnershipStore
 from passtplan.providers.session import OWN_NAMESPACE, Handle, Session
@@ -32,6 +34,7 @@ class ApplyContext:
     desired: Desired
     store: OwnershipStore
     cluster: ClusterContext | None = None
+    manifests: Mapping[str, VmManifest] = field(default_factory=dict)  # a sandbox VM's guest
     _indexes: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def handle(self, namespace: str) -> Handle:

@@ -121,6 +121,16 @@ def open_netns(path: Path) -> int:
     return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
 
+def enter(path: Path) -> None:
+    """Move the calling thread into the namespace at `path` for good: a process about to exec
+    (sandbox.enter), or the stand-in guest before it starts any other thread."""
+    fd = open_netns(path)
+    try:
+        _check(_libc.setns(fd, CLONE_NEWNET), "setns", str(path))
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def _home_kept() -> Iterator[None]:
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)

@@ -13,10 +13,11 @@ from dataclasses import replace
 
 from passtplan import resources as res
 from passtplan.desired import Desired, netns_name
-from passtplan.providers import rtnl, vm_local
+from passtplan.providers import rtnl
 from passtplan.providers.ipconfig import to_address, to_route
 from passtplan.providers.link import to_links
 from passtplan.providers.ownership import OwnershipStore
+from passtplan.providers.sandbox import launcher
 from passtplan.providers.session import Handle, Session
 from passtplan.providers.sysctl import read_sysctls
 
@@ -106,7 +107,7 @@ def observe(
         found.sysctls = read_sysctls(handle, wanted_sysctls.get(ns.name, ()))
         state.namespaces[ns.name] = found
     if desired.sandbox and store is not None:
-        state.vms.update(vm_local.observe(desired.vms.keys() | owned.vms, store))
+        state.vms.update(launcher.observe(desired.vms.keys() | owned.vms, store))
     return state
 
 

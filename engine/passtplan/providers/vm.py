@@ -17,9 +17,9 @@ def depends_on(vm: res.Vm | res.ClusterVm) -> Iterator[str]:
 def apply(ctx: ApplyContext, change: Change) -> str:
     if isinstance(change.resource, res.ClusterVm):
         return _cluster_vm(ctx, change)
-    from passtplan.providers.vm_local import LocalVmDriver  # noqa: PLC0415 - not to plan
+    from passtplan.providers.sandbox.launcher import LocalVmDriver  # noqa: PLC0415 - not to plan
 
-    driver = LocalVmDriver(ctx.store)
+    driver = LocalVmDriver(ctx.store, ctx.manifests)
     resource = change.resource
     assert isinstance(resource, res.Vm)
     if change.action is not Action.UPDATE:  # a repair keeps the pod's namespace

@@ -3,98 +3,73 @@
 For a VM it makes the launcher pod's network namespace with a CNI-like eth0 (Calico style: the
 pod address as /32, default route via 169.254.1.1 on the link, the host end with proxy ARP in the
 node's namespace), starts the real passt inside it the way the lab's KubeVirt release does
-(`passt_command`, `sandbox: {kubevirt: vX.Y}`), and attaches a guest (`passtplan.guest`) to
-passt's socket in a namespace of its own. Processes outlive the command that starts them; what
-they are is recorded in /run/passtplan/LAB@sandbox/vm/NAME/ (state.json, passt.log, guest.log,
-lease.json).
+(`passt_command`, `sandbox: {kubevirt: vX.Y}`), and attaches the VM's guest to passt's socket:
+QEMU or the stand-in (guests.py, `sandbox: {guest: ...}`). Processes outlive the command that
+starts them; what they are is recorded in /run/passtplan/LAB@sandbox/vm/NAME/ (state.json,
+passt.log, the guest's logs and sockets).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 from passtplan import resources as res
-from passtplan.errors import PasstplanError
+from passtplan.desired import lab_id
+from passtplan.lang.manifest import VmManifest
 from passtplan.providers import kernel, rtnl
-from passtplan.providers.ownership import OwnershipStore
+from passtplan.providers.ownership import RUN_DIR, OwnershipStore
+from passtplan.providers.sandbox.guests import Guest
+from passtplan.providers.sandbox.process import (
+    Process,
+    VmError,
+    in_netns,
+    spawn,
+    stop,
+    stop_all_in,
+    useful_lines,
+)
+from passtplan.providers.sandbox.qemu import QemuGuest
+from passtplan.providers.sandbox.standin import StandInGuest
 
 NOBODY = 65534  # passt drops to nobody when started as root; its socket directory must be its
 QEMU_UID = 107  # virt-launcher v1.0 runs passt --runas 107, the qemu user of the launcher image
 PASST = "passt"
 START_DEADLINE = 30.0
-STOP_DEADLINE = 10.0
 CALICO_HOST_PREFIX = "cali"
 DRIVER_MARK = res.DRIVER_PREFIX  # alias of the driver's own links: never the lab's to diff
 PING_GROUP_RANGE = "0 2147483647"  # passt answers the guest's pings with ICMP echo sockets
-
-
-class VmError(PasstplanError):
-    pass
 
 
 def vm_dir(store: OwnershipStore, name: str) -> Path:
     return store.path.parent / "vm" / name
 
 
-@dataclass(frozen=True)
-class Process:
-    """A process we started, known by its pid and its start time: a recycled pid is not it."""
-
-    pid: int
-    started: int  # clock ticks after boot, /proc/PID/stat field 22
-
-    @classmethod
-    def of(cls, pid: int) -> Process:
-        found = _stat(pid)
-        return cls(pid, found[1] if found else 0)
-
-    @classmethod
-    def load(cls, record: dict[str, object], key: str) -> Process | None:
-        value = record.get(key)
-        return cls(*value) if isinstance(value, list) and len(value) == 2 else None
-
-    def state(self) -> str | None:
-        """The kernel's state letter (R, S, Z...), or None when the process is gone."""
-        found = _stat(self.pid)
-        return found[0] if found and found[1] == self.started else None
-
-    def running(self) -> bool:
-        """Alive and not on its way out: an exiting process has released its memory, and with
-        it its command line (passt takes a moment to close thousands of port sockets)."""
-        if self.state() in (None, "Z", "X"):
-            return False
-        try:
-            return bool(Path(f"/proc/{self.pid}/cmdline").read_bytes())
-        except OSError:
-            return False
+def lab_vm_dir(lab: str, name: str) -> Path:
+    """A sandbox VM's directory, from the lab's name (as vm_dir finds it from the lab's record)."""
+    return RUN_DIR / lab_id(lab, sandbox=True) / "vm" / name
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[19])
+def guest_for(vm: res.Vm) -> Guest:
+    return StandInGuest() if vm.guest_kind == "stand-in" else QemuGuest()
+
+
+def passt_socket(directory: Path) -> Path:
+    return directory / "passt" / "passt.socket"
 
 
 def observe(names: set[str], store: OwnershipStore) -> dict[str, res.Vm | None]:
     """What runs for each VM: None where its launcher namespace is gone (or never was)."""
     found: dict[str, res.Vm | None] = {}
     for name in sorted(names):
-        state = vm_dir(store, name) / "state.json"
+        directory = vm_dir(store, name)
         try:
-            record = json.loads(state.read_text())
+            record = json.loads((directory / "state.json").read_text())
         except (OSError, ValueError):
             found[name] = None
             continue
@@ -102,15 +77,19 @@ def observe(names: set[str], store: OwnershipStore) -> dict[str, res.Vm | None]:
         if not kernel.exists(vm.launcher):
             found[name] = None
             continue
-        passt = "running" if _running(record, "passt") else "not running"
-        guest = "running" if _running(record, "guest") else "not running"
-        found[name] = dataclasses.replace(vm, passt=passt, guest_state=guest)
+        passt = Process.load(record, "passt")
+        running = passt is not None and passt.running()
+        guest = guest_for(vm).observe(directory, Process.load(record, "guest"))
+        found[name] = dataclasses.replace(
+            vm, passt="running" if running else "not running", guest_state=guest
+        )
     return found
 
 
 class LocalVmDriver:
-    def __init__(self, store: OwnershipStore) -> None:
+    def __init__(self, store: OwnershipStore, manifests: Mapping[str, VmManifest]) -> None:
         self.store = store
+        self.manifests = manifests  # what a guest is made of (cloud-init user data)
 
     # --- create ---------------------------------------------------------------------------
 
@@ -120,8 +99,10 @@ class LocalVmDriver:
         sockets = directory / "passt"
         sockets.mkdir(mode=0o700, exist_ok=True)
         os.chown(sockets, NOBODY, NOBODY)
+        guest = guest_for(vm)
+        namespaces = (vm.launcher, *guest.namespaces(vm))
         ours = vm.name in self.store.owned.vms
-        for netns in (vm.launcher, vm.guest):
+        for netns in namespaces:
             if kernel.exists(netns) and not ours:
                 raise VmError(
                     f"netns {netns} already exists and this lab did not make it: remove it "
@@ -131,17 +112,26 @@ class LocalVmDriver:
         if ours:
             self._clear(vm)  # what a start cut short left: processes, namespaces, empty files
             _remove_host_end(vm, node_netns)
-        for netns in (vm.launcher, vm.guest):
+        for netns in namespaces:
             kernel.create(netns)
         self._pod_network(vm, node_netns)
         record: dict[str, object] = {"vm": dataclasses.asdict(vm)}
         self._write(vm, record)
         record["passt"] = self._start_passt(vm)
         self._write(vm, record)
-        record["guest"] = self._start_guest(vm)
+        started = guest.start(vm, self._manifest(vm), directory, passt_socket(directory))
+        record["guest"] = list(dataclasses.astuple(started.process))
+        record["lease"] = started.lease
         self._write(vm, record)
-        lease = json.loads((directory / "lease.json").read_text())
-        return f"passt running, guest took {lease['address']}/{lease['prefixlen']} from its DHCP"
+        return f"passt running, {started.note}"
+
+    def _manifest(self, vm: res.Vm) -> VmManifest:
+        manifest = self.manifests.get(vm.name)
+        if manifest is None:
+            raise VmError(
+                f"vms.{vm.name}: its manifest is not loaded; plan and apply the lab again"
+            )
+        return manifest
 
     def _write(self, vm: res.Vm, record: dict[str, object]) -> None:
         path = vm_dir(self.store, vm.name) / "state.json"
@@ -183,33 +173,28 @@ class LocalVmDriver:
             if node_fd is not None:
                 os.close(node_fd)
 
-    def _start_passt(self, vm: res.Vm) -> list[int]:
+    def _start_passt(self, vm: res.Vm, lease: str | None = None) -> list[int]:
         """As the lab's release starts it: in the pod's namespace, the VM's ports (see
-        passt_command). passt goes to the background, as in the pod, and writes its pid."""
+        passt_command); with `lease`, pinned to the address the guest already holds (a guest
+        that is restarted with passt asks for it again, and after the swap passt would offer
+        the macvlan's). passt goes to the background, as in the pod, and writes its pid."""
         directory = vm_dir(self.store, vm.name)
-        socket_path = directory / "passt" / "passt.socket"
+        socket_path = passt_socket(directory)
         pid_file = directory / "passt" / "passt.pid"
         socket_path.unlink(missing_ok=True)
         pid_file.unlink(missing_ok=True)
         os.chown(socket_path.parent, *(2 * (passt_user(vm.kubevirt),)))
         command = passt_command(vm, socket_path, pid_file, directory / "kubevirt-passt.log")
-        launcher = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "passtplan.providers.enter",
-                str(kernel.netns_path(vm.launcher)),
-                "--nofile",
-                "--",
-                *command,
-            ],
-            directory / "passt.log",
-        )
-        self._wait_daemon(launcher, socket_path, pid_file, directory / "passt.log")
+        if lease is not None:
+            address, prefixlen = lease.split("/")
+            command += ["-a", address, "-n", prefixlen, "-g", vm.gateway]
+        log = directory / "passt.log"
+        launcher = spawn(in_netns(vm.launcher, command, nofile=True), log)
+        self._wait_daemon(launcher, socket_path, pid_file, log)
         return list(dataclasses.astuple(Process.of(int(pid_file.read_text().split()[0]))))
 
     @staticmethod
-    def _wait_daemon(launcher: int, socket_path: Path, pid_file: Path, log: Path) -> None:
+    def _wait_daemon(launcher: Process, socket_path: Path, pid_file: Path, log: Path) -> None:
         """Until passt has its socket and has written its pid; the process we started exits 0
         when passt goes to the background, anything else is a failure."""
         deadline = time.monotonic() + START_DEADLINE
@@ -217,13 +202,13 @@ class LocalVmDriver:
         while time.monotonic() < deadline:
             if exited is None:
                 try:
-                    finished, code = os.waitpid(launcher, os.WNOHANG)
+                    finished, code = os.waitpid(launcher.pid, os.WNOHANG)
                 except ChildProcessError:
-                    finished, code = launcher, 0
+                    finished, code = launcher.pid, 0
                 if finished:
                     exited = os.waitstatus_to_exitcode(code)
             if exited not in (None, 0):
-                tail = " | ".join(_useful_lines(log)[-3:])
+                tail = " | ".join(useful_lines(log)[-3:])
                 raise VmError(f"waiting for passt to bind {socket_path}: it exited ({tail})")
             if socket_path.exists() and pid_file.is_file() and pid_file.read_text().strip():
                 return
@@ -232,81 +217,39 @@ class LocalVmDriver:
             f"waiting for passt to bind {socket_path}: nothing after {START_DEADLINE:.0f} s"
         )
 
-    def _start_guest(self, vm: res.Vm) -> list[int]:
-        directory = vm_dir(self.store, vm.name)
-        lease = directory / "lease.json"
-        lease.unlink(missing_ok=True)
-        ports = [p for p in vm.tcp_ports.split(",") if p.isdigit()] or ["22"]
-        command = [
-            sys.executable,
-            "-m",
-            "passtplan.guest",
-            "--netns",
-            str(kernel.netns_path(vm.guest)),
-            "--socket",
-            str(directory / "passt" / "passt.socket"),
-            "--lease",
-            str(lease),
-            "--name",
-            vm.name,
-            "--timeout",
-            str(START_DEADLINE),
-        ]
-        for port in ports:
-            command += ["--port", port]
-        pid = self._spawn(command, directory / "guest.log")
-        self._wait(lease.exists, pid, "the guest's DHCP lease", directory / "guest.log")
-        return list(dataclasses.astuple(Process.of(pid)))
-
-    @staticmethod
-    def _spawn(command: list[str], log: Path) -> int:
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # outlives this command, as a VM outlives kubectl
-                close_fds=True,
-            )
-        return process.pid
-
-    @staticmethod
-    def _wait(ready: Callable[[], bool], pid: int, what: str, log: Path) -> None:
-        deadline = time.monotonic() + START_DEADLINE
-        while time.monotonic() < deadline:
-            if ready():
-                return
-            try:
-                finished, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                finished = pid
-            if finished:
-                tail = " | ".join(_useful_lines(log)[-3:])
-                raise VmError(f"waiting for {what}: the process exited ({tail})")
-            time.sleep(0.05)  # polling a process we started, bounded by the deadline
-        raise VmError(f"waiting for {what}: nothing after {START_DEADLINE:.0f} s")
-
     # --- repair ---------------------------------------------------------------------------
 
     def repair(self, vm: res.Vm, current: res.Vm) -> str:
-        """Restart what died; passt first, so a surviving guest reconnects to it."""
-        record = json.loads((vm_dir(self.store, vm.name) / "state.json").read_text())
+        """Restart what died. A guest that survives passt reconnects to a new one, so only the
+        dead part restarts (passt first); QEMU goes with passt, so both restart, passt pinned
+        to the lease the guest holds."""
+        directory = vm_dir(self.store, vm.name)
+        record = json.loads((directory / "state.json").read_text())
+        guest = guest_for(vm)
+        guest_down = current.guest_state != "running"
+        passt_down = current.passt != "running"
+        if not guest.survives_passt and (guest_down or passt_down):
+            guest_down = passt_down = True
         done = []
         # Whatever still runs there unrecorded (a start cut short) goes first; the guest before
         # passt, which exits when its one client leaves.
-        if current.guest_state != "running":
-            _stop(Process.load(record, "guest"))
-            _stop_all_in(kernel.netns_path(vm.guest))
-        if current.passt != "running":
-            _stop_all_in(kernel.netns_path(vm.launcher))
-            record["passt"] = self._start_passt(vm)
+        if guest_down:
+            guest.stop(directory, Process.load(record, "guest"))
+            for netns in guest.namespaces(vm):
+                stop_all_in(netns)
+        if passt_down:
+            stop(Process.load(record, "passt"))
+            stop_all_in(vm.launcher)
+            lease = None if guest.survives_passt else record.get("lease")
+            record["passt"] = self._start_passt(vm, lease if isinstance(lease, str) else None)
             self._write(vm, record)
-            done.append("restarted passt")
-        if current.guest_state != "running":
-            record["guest"] = self._start_guest(vm)
+            done.append(f"restarted passt (pinned to {lease})" if lease else "restarted passt")
+        if guest_down:
+            started = guest.start(vm, self._manifest(vm), directory, passt_socket(directory))
+            record["guest"] = list(dataclasses.astuple(started.process))
+            record["lease"] = started.lease
             self._write(vm, record)
-            done.append("restarted the guest")
+            done.append(f"restarted {guest.what} ({started.note})")
         return ", ".join(done) or "nothing to repair"
 
     # --- delete ---------------------------------------------------------------------------
@@ -315,18 +258,23 @@ class LocalVmDriver:
         self._clear(vm)
         shutil.rmtree(vm_dir(self.store, vm.name), ignore_errors=True)
         self.store.release("vms", vm.name)
-        return "stopped passt and the guest, removed the pod's and the guest's namespaces"
+        guest = guest_for(vm)
+        if guest.namespaces(vm):
+            return f"stopped passt and {guest.what}, removed the pod's and the guest's namespaces"
+        return f"stopped passt and {guest.what}, removed the pod's namespace"
 
     def _clear(self, vm: res.Vm) -> None:
         """Stop the VM's processes and remove its namespaces, whatever state they are in."""
+        directory = vm_dir(self.store, vm.name)
         try:
-            record = json.loads((vm_dir(self.store, vm.name) / "state.json").read_text())
+            record = json.loads((directory / "state.json").read_text())
         except (OSError, ValueError):
             record = {}
-        _stop(Process.load(record, "guest"))
-        _stop(Process.load(record, "passt"))
-        for netns in (vm.guest, vm.launcher):
-            _stop_all_in(kernel.netns_path(netns))  # started, but not yet recorded
+        guest = guest_for(vm)
+        guest.stop(directory, Process.load(record, "guest"))
+        stop(Process.load(record, "passt"))
+        for netns in (*guest.namespaces(vm), vm.launcher):
+            stop_all_in(netns)  # started, but not yet recorded
             kernel.remove(netns)
 
 
@@ -372,31 +320,6 @@ def passt_command(vm: res.Vm, socket_path: Path, pid_file: Path, log_file: Path)
     return command
 
 
-def _running(record: dict[str, object], key: str) -> bool:
-    process = Process.load(record, key)
-    return process is not None and process.running()
-
-
-def _living_in(path: Path) -> list[int]:
-    """The processes whose network namespace is the one at `path`."""
-    if not kernel.is_namespace(path):
-        return []
-    inode = path.stat().st_ino
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            with contextlib.suppress(OSError):
-                if (entry / "ns" / "net").stat().st_ino == inode:
-                    found.append(int(entry.name))
-    return found
-
-
-def _stop_all_in(path: Path) -> None:
-    for pid in _living_in(path):
-        with contextlib.suppress(OSError):
-            _stop(Process.of(pid))
-
-
 def _remove_host_end(vm: res.Vm, node_netns: str | None) -> None:
     """The CNI's host end left in the node by a start cut short (it outlives the pod's
     namespace while anything still holds that)."""
@@ -412,37 +335,9 @@ def _remove_host_end(vm: res.Vm, node_netns: str | None) -> None:
         os.close(fd)
 
 
-def _stop(process: Process | None) -> None:
-    """End a process we started, in this run or an earlier one, and return once it is gone for
-    good: passt takes a moment to close its thousands of port sockets, our own child we reap,
-    an orphan init reaps."""
-    if process is None or process.state() is None:
-        return
-    if process.running():
-        os.kill(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_DEADLINE
-    killed = False
-    while process.state() is not None and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(process.pid, os.WNOHANG)
-        if not killed and time.monotonic() > deadline - STOP_DEADLINE / 2 and process.running():
-            os.kill(process.pid, signal.SIGKILL)
-            killed = True
-        time.sleep(0.02)  # polling for the process to end, bounded by the deadline
-
-
 def _allow_ping_sockets() -> None:
     Path("/proc/sys/net/ipv4/ping_group_range").write_text(PING_GROUP_RANGE + "\n")
 
 
 def _proxy_arp(link: str) -> None:
     Path(f"/proc/sys/net/ipv4/conf/{link}/proxy_arp").write_text("1\n")
-
-
-def _useful_lines(log: Path) -> list[str]:
-    """A log's lines without passt's complaints that there is no syslog in a namespace."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
-    return [line for line in lines if line.strip() and "to syslog" not in line]

@@ -1,6 +1,7 @@
 """The sandbox's guest: what a VM's virtio-net device and operating system do for passt.
 
-Run as its own process (`python -m passtplan.guest`), started by the local VM driver. It
+Run as its own process (`python -m passtplan.providers.sandbox.standin_guest`), started by the
+stand-in guest driver (standin.py) where a VM's QEMU would run. It
 - enters the guest's network namespace and makes a tap device `eth0` with QEMU's default MAC;
 - connects to passt's UNIX socket as QEMU does (`-netdev stream`): every Ethernet frame in
   either direction is preceded by its length as a 4-byte big-endian integer;
@@ -15,8 +16,6 @@ Run as its own process (`python -m passtplan.guest`), started by the local VM dr
 from __future__ import annotations
 
 import argparse
-import ctypes
-import fcntl
 import json
 import os
 import random
@@ -30,11 +29,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from passtplan.inet import checksum
+from passtplan.providers import kernel
 
 GUEST_MAC = "52:54:00:12:34:56"  # QEMU's default, the guest MAC in the seed lab
-TUNSETIFF = 0x400454CA
-IFF_TAP, IFF_NO_PI = 0x0002, 0x1000
-CLONE_NEWNET = 0x40000000
 DHCP_COOKIE = b"\x63\x82\x53\x63"
 DISCOVER, OFFER, REQUEST, ACK = 1, 2, 3, 5
 FRAME_MAX = 65536 + 14
@@ -52,20 +49,6 @@ class Lease:
 
 def log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} guest: {message}", flush=True)
-
-
-def enter(netns: Path) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(netns, os.O_RDONLY)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), f"setns {netns}")
-    os.close(fd)
-
-
-def make_tap(name: str) -> int:
-    fd = os.open("/dev/net/tun", os.O_RDWR)
-    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
-    return fd
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -293,8 +276,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, action="append", default=[], help="a TCP port")
     parser.add_argument("--timeout", type=float, default=30.0)
     args = parser.parse_args()
-    enter(args.netns)
-    tap_fd = make_tap("eth0")
+    kernel.enter(args.netns)  # before any thread: the whole process lives there
+    tap_fd = kernel.attach_tun(None, "eth0", kernel.IFF_TAP | kernel.IFF_NO_PI)
     deadline = time.monotonic() + args.timeout
     sock = connect(args.socket, deadline)
     log(f"connected to passt at {args.socket}")
