@@ -185,8 +185,8 @@ def _make_plan(
         from passtplan.targets import targeted  # networkx, as for the graph below
 
         changes = targeted(changes, desired, targets)
-    if sandbox:
-        from passtplan.providers.sandbox.qemu import require_image  # a VM to start
+    if sandbox and any(isinstance(c.after, res.Vm) for c in changes if c.action is not Action.NOOP):
+        from passtplan.providers.sandbox.qemu import require_image  # QEMU's modules: ~50 ms
 
         require_image(changes, loaded.path)
     # Built now: a cycle is an error at plan time, not half-way through apply.

@@ -22,7 +22,6 @@ from passtplan.changes import (
     plan_document,
     plan_summary,
 )
-from passtplan.lang.cloudinit import cloud_config, cloud_init_volume
 from passtplan.walk import INTERRUPTED, Status
 
 if TYPE_CHECKING:  # the checks' probes load only when checks run
@@ -117,11 +116,17 @@ def warnings_text(plan: Plan) -> str:
 
 def guest_notes(plan: Plan) -> list[str]:
     """A line per VM the sandbox starts whose cloud-init user data its guest does not all do."""
+    starting = [
+        change.after
+        for change in plan.pending
+        if isinstance(change.after, res.Vm) and change.action in (Action.CREATE, Action.REPLACE)
+    ]
+    if not starting:
+        return []
+    from passtplan.lang.cloudinit import cloud_config, cloud_init_volume  # noqa: PLC0415 - VMs only
+
     lines = []
-    for change in plan.pending:
-        vm = change.after
-        if not isinstance(vm, res.Vm) or change.action not in (Action.CREATE, Action.REPLACE):
-            continue
+    for vm in starting:
         manifest = plan.loaded.manifests.get(vm.name)
         if manifest is None or cloud_init_volume(manifest) is None:
             continue
