@@ -73,7 +73,8 @@ def observe(names: set[str], store: OwnershipStore) -> dict[str, res.Vm | None]:
         except (OSError, ValueError):
             found[name] = None
             continue
-        vm = res.Vm(**record["vm"])
+        # A record from before the QEMU guest names no kind: the stand-in was the only one.
+        vm = res.Vm(**{"guest_kind": "stand-in", **record["vm"]})
         if not kernel.exists(vm.launcher):
             found[name] = None
             continue
