@@ -30,7 +30,7 @@ CHUNK = 4096
 
 
 def run(path: Path, vm: str) -> int:
-    loaded = load(path)
+    loaded = load(path, warn=False)
     qemu_vm(loaded, vm)
     require_root("console")
     directory = vm_dir(store_for(loaded, sandbox=True), vm)

@@ -46,7 +46,7 @@ class Access:
 
 
 def run(path: Path, vm: str, command: list[str], *, sandbox: bool) -> int:
-    loaded = load(path)
+    loaded = load(path, warn=False)
     (qemu_vm if sandbox else known_vm)(loaded, vm)
     require_root("ssh")
     desired = desired_state(
