@@ -21,7 +21,10 @@ from passtplan.walk import Outcome, Status
 from tests.conftest import FIXTURES, REPO
 from tests.observed import observed_state
 
-COMMANDS = ["validate", "plan", "apply", "rollback", "destroy", "check", "show", "graph", "schema"]
+COMMANDS = [
+    command.name or command.callback.__name__  # type: ignore[union-attr]
+    for command in app.registered_commands
+]
 
 
 @pytest.mark.parametrize("typo", ["deploy", "aply", "apply2", "destory", "destroi", "rolback"])
@@ -49,10 +52,11 @@ def test_deploy_and_inspect_are_no_aliases(cli: CliRunner) -> None:
 def test_help_names_each_options_value(cli: CliRunner, command: str) -> None:
     result = cli.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    # an option's value is named (PLAN, SECONDS, FILE), never by its type (<str>, <float>);
-    # typer writes an argument's type beside its name (PLAN <path>)
-    options = result.output.split("Options:")[1]
-    assert re.findall(r"<\w+>", options) == []
+    # a value is named (PLAN, SECONDS, FILE), never by its type (<str>, <float>, PLAN <path>),
+    # and the usage line writes an argument as click does (PLAN, not {PLAN})
+    assert re.findall(r"<[\w\[\]]+>", result.output) == []
+    usage = result.output.splitlines()[0]
+    assert "{" not in usage, usage
 
 
 def test_each_command_says_its_own_sandbox(cli: CliRunner) -> None:
@@ -61,7 +65,9 @@ def test_each_command_says_its_own_sandbox(cli: CliRunner) -> None:
         text = " ".join(cli.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output.split())
         if "--sandbox" in text:
             helps[command] = text.split("--sandbox", 1)[1].split(" --", 1)[0]
-    assert set(helps) == {"plan", "apply", "rollback", "destroy", "check", "show", "graph"}
+    assert set(helps) == {
+        *("plan", "apply", "rollback", "destroy", "check", "show", "graph", "diagram", "ssh")
+    }
     assert len(set(helps.values())) == len(helps)
 
 

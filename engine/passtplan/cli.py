@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 from passtplan import __version__
 
@@ -23,6 +23,18 @@ if TYPE_CHECKING:
     from passtplan.engine import ClusterFlags
 
 CHANGING = frozenset({"apply", "destroy", "rollback"})  # never offered for a mistyped command
+
+
+class PlainArgument(TyperArgument):
+    """An argument written as its name alone (`PLAN`, `[CMD]...`), as click, Terraform and kubectl
+    write them; typer 0.29 writes `{PLAN}` in the usage line and `PLAN <path>` in the list."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name if self.nargs == 1 else f"{name}..."
 
 
 class Commands(TyperGroup):
@@ -39,6 +51,13 @@ class Commands(TyperGroup):
             hint = f" Did you mean {', '.join(map(repr, matches))}?" if matches else ""
             ctx.fail(f"No such command {name!r}.{hint}")
         return super().resolve_command(ctx, args)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        for param in getattr(command, "params", ()):
+            if type(param) is TyperArgument:  # typer makes them; only their looks change
+                param.__class__ = PlainArgument
+        return command
 
 
 app = typer.Typer(
