@@ -3,6 +3,8 @@ fails when its rule is removed (scripts/mutation.py checks that, mutant by mutan
 
 from __future__ import annotations
 
+import dataclasses
+
 import networkx as nx
 import pytest
 
@@ -427,3 +429,23 @@ def test_no_two_labs_name_the_same_namespace() -> None:
     """A dash joined `rzq` + `a-b` and `rzq-a` + `b` into one name; a dot is in no DNS label."""
     assert netns_name("rzq", "a-b") != netns_name("rzq-a", "b")
     assert netns_name("rzq", "vm.a") != netns_name("rzq", "vm-a")  # a guest is no namespace
+
+
+def test_a_qemu_guests_cloud_init_change_makes_a_new_guest() -> None:
+    """The guest is written from the manifest's cloud-init and host name (its overlay): edited,
+    they replace the VM, as a changed VMI would; the stand-in, which applies neither, stays."""
+    desired, state = _case("vm-half-swapped", sandbox=True)
+    assert desired.vms["passt-macvlan"] == dataclasses.replace(
+        state.vms["passt-macvlan"], passt="running", guest_state="running"
+    )
+    state.vms["passt-macvlan"] = dataclasses.replace(
+        state.vms["passt-macvlan"], guest_config="0123456789ab"
+    )
+    [change] = [c for c in diff(desired, state) if c.address == "vm.passt-macvlan"]
+    assert change.action is Action.REPLACE
+    assert (
+        change.reason
+        == f"guest_config: 0123456789ab -> {desired.vms['passt-macvlan'].guest_config}"
+    )
+    standin, _ = _case("vm-sandbox-standin", sandbox=True)
+    assert standin.vms["passt-macvlan"].guest_config is None  # it applies no cloud-init

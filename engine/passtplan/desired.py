@@ -6,6 +6,8 @@ namespace N is the named netns LAB.N, `host` included, and the sandbox section i
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -14,7 +16,7 @@ from typing import Literal
 from passtplan import resources as res
 from passtplan.kubevirt import guest_cpus, guest_memory_mib
 from passtplan.lang import models as spec
-from passtplan.lang.manifest import Port, VmManifest
+from passtplan.lang.manifest import HOSTNAME_PATH, Port, VmManifest, cloud_init_volume, get
 from passtplan.lang.semantics import split_ref
 from passtplan.subnets import SubnetIndex
 
@@ -143,7 +145,18 @@ def sandbox_vm(
         guest_kind=lab.sandbox.guest,
         memory_mib=guest_memory_mib(manifest.body),
         cpus=guest_cpus(manifest.body),
+        guest_config=None if standin else guest_config_digest(manifest),
     )
+
+
+def guest_config_digest(manifest: VmManifest) -> str:
+    """What a QEMU guest is made of beyond its VM's resource: the manifest's cloud-init source
+    and host name, which its overlay is written from (the stand-in applies neither)."""
+    made_of = {
+        "cloud-init": cloud_init_volume(manifest),
+        "hostname": get(manifest.body, HOSTNAME_PATH),
+    }
+    return hashlib.sha256(json.dumps(made_of, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def port_specs(ports: tuple[Port, ...] | None, open_files: int) -> tuple[str, str, str]:

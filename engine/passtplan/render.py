@@ -22,6 +22,7 @@ from passtplan.changes import (
     plan_document,
     plan_summary,
 )
+from passtplan.lang.manifest import cloud_init_volume
 from passtplan.walk import INTERRUPTED, Status
 
 if TYPE_CHECKING:  # the checks' probes load only when checks run
@@ -123,7 +124,7 @@ def guest_notes(plan: Plan) -> list[str]:
     ]
     if not starting:
         return []
-    from passtplan.lang.cloudinit import cloud_config, cloud_init_volume  # noqa: PLC0415 - VMs only
+    from passtplan.lang.cloudinit import cloud_config  # noqa: PLC0415 - VMs only
 
     lines = []
     for vm in starting:

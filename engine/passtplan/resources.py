@@ -216,6 +216,9 @@ class Vm:
     guest_kind: str = "qemu"  # what runs behind passt: qemu or stand-in (sandbox.guest)
     memory_mib: int = 256  # the manifest's memory for the guest (QEMU caps it for the machine)
     cpus: int = 1  # the manifest's vCPUs (sockets x cores x threads)
+    # A QEMU guest is made from the manifest's cloud-init source and host name (its overlay):
+    # their digest, so that a change to them makes a new guest, as a changed VMI would.
+    guest_config: str | None = None
 
     @property
     def address(self) -> str:

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from passtplan.errors import SpecError
-from passtplan.lang.manifest import VOLUMES_PATH, VmManifest, get
+from passtplan.lang.manifest import HOSTNAME_PATH, VmManifest, cloud_init_volume, get
 from passtplan.lang.yamlsource import parse_yaml
 
 ROOT = "root"
-CLOUD_SOURCES = ("cloudInitNoCloud", "cloudInitConfigDrive")
 HEADER = "#cloud-config"
 # What the guest applies, by top-level key; every other key is named as not applied.
 APPLIED = frozenset(
@@ -149,20 +148,9 @@ def cloud_config(manifest: VmManifest) -> CloudConfig:
     return CloudConfig(hostname, tuple(reading.users.values()), files, tuple(reading.not_applied))
 
 
-def cloud_init_volume(manifest: VmManifest) -> dict[str, object] | None:
-    """The manifest's cloud-init source (NoCloud or ConfigDrive), if it has one."""
-    volumes = get(manifest.body, VOLUMES_PATH)
-    for volume in volumes if isinstance(volumes, list) else []:
-        for source in CLOUD_SOURCES:
-            found = get(volume, (source,))
-            if isinstance(found, dict):
-                return found
-    return None
-
-
 def _default_hostname(manifest: VmManifest) -> str:
     """KubeVirt's meta-data local-hostname: the VMI's spec.hostname, else the VM's name."""
-    hostname = get(manifest.body, ("spec", "template", "spec", "hostname"))
+    hostname = get(manifest.body, HOSTNAME_PATH)
     return hostname if isinstance(hostname, str) and hostname else manifest.name
 
 

@@ -21,6 +21,8 @@ PasstForm = Literal["passt", "binding", "passtBinding"]
 INTERFACE_PATH: DataPath = ("spec", "template", "spec", "domain", "devices", "interfaces")
 NETWORKS_PATH: DataPath = ("spec", "template", "spec", "networks")
 VOLUMES_PATH: DataPath = ("spec", "template", "spec", "volumes")
+HOSTNAME_PATH: DataPath = ("spec", "template", "spec", "hostname")
+CLOUD_SOURCES = ("cloudInitNoCloud", "cloudInitConfigDrive")
 OTHER_BINDINGS = ("masquerade", "bridge", "sriov", "slirp", "macvtap")
 # KubeVirt's run strategies (staging/src/kubevirt.io/api/core/v1/types.go @v1.9.0); a VM with
 # neither `running` nor `runStrategy` is Halted (VirtualMachine.RunStrategy, @v1.0.0-@v1.9.0).
@@ -309,3 +311,14 @@ def plaintext_password(user_data: str) -> str | None:
 def _users_with(section: dict[object, object], key: str) -> bool:
     users = section.get("users")
     return isinstance(users, list) and any(isinstance(u, dict) and key in u for u in users)
+
+
+def cloud_init_volume(manifest: VmManifest) -> dict[str, object] | None:
+    """The manifest's cloud-init source (NoCloud or ConfigDrive), if it has one."""
+    volumes = get(manifest.body, VOLUMES_PATH)
+    for volume in volumes if isinstance(volumes, list) else []:
+        for source in CLOUD_SOURCES:
+            found = get(volume, (source,))
+            if isinstance(found, dict):
+                return found
+    return None
