@@ -1,6 +1,6 @@
-"""vxlan, tap and macvtap against the kernel, through the engine's Python API (the plan language
-does not name these kinds yet): desired resources built directly, then observe, diff, graph and
-apply as `passtplan apply` does. Each kind is created, observed without drift (a second plan is
+"""vxlan, tap and macvtap against the kernel, through the engine's Python API: desired resources
+built directly (each field set as a test needs), then observe, diff, graph and apply as
+`passtplan apply` does. Each kind is created, observed without drift (a second plan is
 empty), changed in place, replaced and deleted; what the kernel allows in place is what
 resources.LINK_KINDS says."""
 
@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -21,7 +22,7 @@ from passtplan.changes import Action, ApplyReport, Plan, fingerprint
 from passtplan.desired import Desired, lab_id, netns_name
 from passtplan.diff import diff
 from passtplan.graph import batched_graph
-from passtplan.lang.loader import LoadedLab
+from passtplan.lang.loader import load_lab
 from passtplan.providers import kernel, rtnl
 from passtplan.providers.observe import observe
 from passtplan.providers.ownership import OwnershipStore
@@ -35,8 +36,14 @@ pytestmark = pytest.mark.root
 class EngineLab:
     """A lab of namespaces a and b whose links and addresses a test sets directly."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, directory: Path) -> None:
         self.name = name
+        # The lab file itself names only the lab: its links are set here, below the language.
+        lab_file = directory / "lab.yaml"
+        lab_file.write_text(
+            f"apiVersion: passtplan/v1alpha1\nkind: Lab\nmetadata: {{name: {name}}}\n"
+        )
+        self.loaded = load_lab(lab_file)
         self.store = OwnershipStore(lab_id(name, sandbox=False))
         self.links: dict[str, res.Link] = {}
         self.addresses: list[res.Address] = []
@@ -75,8 +82,7 @@ class EngineLab:
         state = observe(desired, self.store.owned, session, self.store)
         changes = diff(desired, state)
         graph = batched_graph(changes, desired)
-        # Only a saved plan reads the lab file; this plan is applied at once.
-        return Plan(cast(LoadedLab, None), desired, state, changes, fingerprint(state), graph)
+        return Plan(self.loaded, desired, state, changes, fingerprint(state), graph)
 
     def pending(self) -> dict[str, Action]:
         with Session() as session:
@@ -123,8 +129,8 @@ class EngineLab:
 
 
 @pytest.fixture
-def lab(prefix: str) -> EngineLab:
-    return EngineLab(f"{prefix}-k")
+def lab(prefix: str, tmp_path: Path) -> EngineLab:
+    return EngineLab(f"{prefix}-k", tmp_path)
 
 
 def pings(lab: EngineLab, namespace: str, target: str, deadline: float = 10.0) -> bool:
