@@ -132,9 +132,7 @@ def test_show_writes_the_sandbox_in_the_plan_language(seed: Lab, applied: str) -
     assert "No changes." in result.stdout
 
 
-def test_a_record_from_before_the_qemu_guest_reads_as_the_stand_in(
-    seed: Lab, applied: str
-) -> None:
+def test_a_record_from_before_the_qemu_guest_reads_as_the_stand_in(seed: Lab, applied: str) -> None:
     """A VM started before the guest kinds existed has no kind in its record: it was the stand-in,
     and is neither replaced nor, on destroy, left with its guest's namespace (the next test)."""
     path = RUN_DIR / f"{seed.name}@sandbox/vm/passt-macvlan/state.json"
