@@ -1,5 +1,6 @@
-"""Mutation testing of the pure rules: diff, graph, verify, resources (the link field rules) and
-subnets, against the pure tests (the golden cases, test_verify, test_walk_graph, test_rules).
+"""Mutation testing of the pure rules: diff, graph, verify, resources (the link field rules),
+subnets and targets, against the pure tests (the golden cases, test_verify, test_walk_graph,
+test_rules, test_targets).
 
     .venv/bin/python scripts/mutation.py              # a fresh run: about 10 minutes on 2 cores
     .venv/bin/python scripts/mutation.py --summary    # the last run's figures again
