@@ -12,7 +12,6 @@ Rules, in the spirit of nmstate and Terraform:
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -479,8 +478,7 @@ def _restored_links(work: _Diff) -> None:
     for address, value in sorted(work.state.owned.foreign.items()):
         if not address.startswith("link.") or address in work.desired.links:
             continue
-        previous = res.from_attributes(address, json.loads(value))
-        assert isinstance(previous, res.Link)
+        previous = res.link_from_record(address, value)
         observed_ns = work.observed(previous.namespace)
         current = observed_ns.links.get(previous.name) if observed_ns else None
         if current is None or previous.namespace in work.dropped_namespaces:

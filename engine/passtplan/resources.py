@@ -271,6 +271,21 @@ def route_from_record(address: str, value: str) -> Route:
     return route
 
 
+def link_from_record(address: str, value: str) -> Link:
+    """A link the lab did not make, as the lab's record keeps it from before the lab changed it
+    (its attributes, in JSON)."""
+    try:
+        link = from_attributes(address, json.loads(value))
+    except (ValueError, TypeError, KeyError):
+        link = None
+    if not isinstance(link, Link) or link.address != address:
+        raise PasstplanError(
+            f"{address}: the lab's record of this link before the lab is malformed; remove the "
+            "lab's owned.json, then set the link's attributes back by hand"
+        )
+    return link
+
+
 def attributes(resource: Resource | None) -> dict[str, object] | None:
     """The attributes a plan shows and compares: observed-only bookkeeping left out."""
     if resource is None:
