@@ -1,6 +1,7 @@
 """Foreign state given back: what the lab replaced, removed or changed but did not make (a route,
 a sysctl, a link's attribute) is recorded before the change and restored exactly when the lab is
-destroyed (a route also when the apply that changed it is rolled back)."""
+destroyed; a route, and a link's attributes or the link itself, also when the apply that
+changed it is rolled back, and then left the machine's (not claimed by the lab)."""
 
 from __future__ import annotations
 
@@ -193,4 +194,71 @@ def test_rollback_gives_back_routes_with_their_protocol(
     result = lab.run("rollback", str(lab.path), "--auto-approve")
     assert "the live state is as before that apply" in result.output
     assert ip_json("route", "show", "table", "all", netns=netns) == before
+    assert lab.leftovers() == []
+
+
+LINK_LAB = """\
+apiVersion: passtplan/v1alpha1
+kind: Lab
+metadata: {name: LABNAME}
+namespaces:
+  f:
+    resolve: {path: /run/netns/FOREIGN}
+    links:
+      d0: {up: true}
+      d1: {mtu: 1400, up: true}
+      e0: {state: absent}
+"""
+
+
+def add_foreign_links(netns: str) -> None:
+    """A veth pair d0/d1, down, as a network manager would leave one it had not brought up yet,
+    and another, e0/e1, up with an MTU of its own: made by netlink as those tools make them."""
+    with NetNS(netns) as ns:
+        ns.link("add", ifname="d0", kind="veth", peer="d1")
+        ns.link("add", ifname="e0", kind="veth", peer="e1")
+        for name in ("e0", "e1"):
+            (index,) = ns.link_lookup(ifname=name)
+            ns.link("set", index=index, mtu=1300, state="up")
+
+
+def links_by_name(netns: str) -> dict[str, dict[str, object]]:
+    """What the lab may change of each link, as `ip -j link` writes it: its MTU, MAC address,
+    alias (the lab's mark) and whether it is set up (not whether its carrier is: that follows)."""
+    return {
+        str(link["ifname"]): {
+            "mtu": link["mtu"],
+            "mac": link["address"],
+            "alias": link.get("ifalias"),
+            "up": "UP" in link["flags"],  # type: ignore[operator]
+        }
+        for link in ip_json("link", "show", netns=netns)
+    }
+
+
+def test_rollback_gives_back_foreign_links_and_leaves_them_foreign(
+    make_lab: Callable[[str], Lab], foreign_netns: Callable[[str], str]
+) -> None:
+    """Undoing the apply that set a foreign link's MTU and up state and removed a foreign veth
+    puts each back as it was, not as the lab's: the record forgets them, and a destroy after
+    it neither deletes them nor changes them again."""
+    netns = foreign_netns("f")
+    add_foreign_links(netns)
+    before = links_by_name(netns)
+    assert (before["d1"]["mtu"], before["d1"]["up"]) == (1500, False)
+
+    lab = make_lab(LINK_LAB.replace("FOREIGN", netns))
+    lab.apply()
+    during = links_by_name(netns)
+    assert (during["d1"]["mtu"], during["d1"]["up"]) == (1400, True)
+    assert "e0" not in during and "e1" not in during
+
+    result = lab.run("rollback", str(lab.path), "--auto-approve")
+    assert "the live state is as before that apply" in result.output
+    assert links_by_name(netns) == before
+    assert lab.leftovers() == []  # the record is gone: nothing claimed, nothing to give back
+
+    result = lab.destroy()
+    assert "No changes" in result.stdout, result.stdout
+    assert links_by_name(netns) == before
     assert lab.leftovers() == []
