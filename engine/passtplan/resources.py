@@ -170,6 +170,15 @@ class Route:
     # who added it, as `ip route` names it (boot, static, dhcp, or a number); desired: None
     # when the lab leaves it out (added as DEFAULT_ROUTE_PROTOCOL, anything found is fine)
     protocol: str | None = None
+    # how far it reaches, as `ip route` names it (global, site, link, host, or a number);
+    # desired: None, sent as `ip route` works it out (`natural_scope`)
+    scope: str | None = None
+
+    @property
+    def natural_scope(self) -> str:
+        """The scope `ip route` gives a route when none is said: global through a gateway,
+        link without one."""
+        return "global" if self.via else "link"
 
     @property
     def key(self) -> tuple[str, int, int, int]:

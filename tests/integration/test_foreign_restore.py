@@ -110,10 +110,11 @@ namespaces:
     routes:
       - {to: default, via: 10.30.0.254, metric: 100}
       - {to: 10.99.0.0/16, metric: 50, state: absent}
+      - {to: 10.88.0.0/16, state: absent}
       - {to: 10.77.0.0/16, via: 10.30.0.254, protocol: static}
 """
 RTPROT_STATIC, RTPROT_DHCP = 4, 16
-RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
 
 
 def main_routes(netns: str) -> dict[str, dict[str, object]]:
@@ -122,8 +123,9 @@ def main_routes(netns: str) -> dict[str, dict[str, object]]:
 
 
 def add_foreign_routes(netns: str) -> list[dict[str, object]]:
-    """A link with a DHCP client's default route and a network manager's static link route,
-    added by netlink as they add them; the namespace's routes (all tables) as they are then."""
+    """A link with a DHCP client's default route, a network manager's static link route and a
+    host-scoped one (a scope neither with nor without a gateway gives), added by netlink as
+    they add them; the namespace's routes (all tables) as they are then."""
     ip("link", "add", "d0", "type", "veth", "peer", "name", "d1", netns=netns)
     ip("link", "set", "d0", "up", netns=netns)
     ip("link", "set", "d1", "up", netns=netns)
@@ -143,6 +145,7 @@ def add_foreign_routes(netns: str) -> list[dict[str, object]]:
         ns.route(
             "add", dst="10.99.0.0/16", oif=d0, priority=50, proto=RTPROT_STATIC, scope=RT_SCOPE_LINK
         )
+        ns.route("add", dst="10.88.0.0/16", oif=d0, proto=RTPROT_STATIC, scope=RT_SCOPE_HOST)
     foreign = main_routes(netns)
     assert (foreign["default"]["protocol"], foreign["default"]["metric"]) == ("dhcp", 100)
     assert "scope" not in foreign["default"]  # universe, which `ip` leaves out
@@ -151,14 +154,16 @@ def add_foreign_routes(netns: str) -> list[dict[str, object]]:
         50,
     )
     assert foreign["10.99.0.0/16"]["scope"] == "link"
+    assert foreign["10.88.0.0/16"]["scope"] == "host"
     return ip_json("route", "show", "table", "all", netns=netns)
 
 
 def test_destroy_gives_back_routes_with_their_protocol_metric_and_scope(
     make_lab: Callable[[str], Lab], foreign_netns: Callable[[str], str]
 ) -> None:
-    """The DHCP route the lab replaced and the static route it removed come back as they were:
-    proto dhcp and proto static, their metrics and scopes, not proto boot."""
+    """The DHCP route the lab replaced and the static routes it removed come back as they were:
+    proto dhcp and proto static, their metrics and scopes (host as host, not link), not proto
+    boot."""
     netns = foreign_netns("f")
     before = add_foreign_routes(netns)
     foreign = main_routes(netns)
@@ -170,13 +175,14 @@ def test_destroy_gives_back_routes_with_their_protocol_metric_and_scope(
     assert during["default"]["gateway"] == "10.30.0.254"
     assert "protocol" not in during["default"]  # boot, which `ip` leaves out
     assert during["10.77.0.0/16"]["protocol"] == "static"
-    assert "10.99.0.0/16" not in during
+    assert "10.99.0.0/16" not in during and "10.88.0.0/16" not in during
     lab.converged()  # the protocol the lab leaves out is not drift, the one it says is there
 
     result = lab.destroy()
     plan_part = result.stdout.split("Destroy complete")[0]
     assert "restored to via 10.20.0.254 dev d0 proto dhcp" in plan_part
-    assert "restored to dev d0 proto static" in plan_part
+    assert "restored to dev d0 proto static)" in plan_part
+    assert "restored to dev d0 proto static scope host)" in plan_part
     assert main_routes(netns) == foreign
     assert ip_json("route", "show", "table", "all", netns=netns) == before
     assert lab.leftovers() == []
