@@ -221,6 +221,15 @@ UNDO = {
 }
 
 
+def _undone_itself(change: Change) -> bool:
+    """What went with another change is undone with it, except a veth end deleted with its
+    other end: making the pair again makes it, but its own attributes (MTU, MAC, up) are given
+    back by its own undo."""
+    return not change.covered_by or (
+        change.address.startswith("link.") and change.covered_by.startswith("link.")
+    )
+
+
 def write_journal(
     store: OwnershipStore, results: list[tuple[Change, Outcome]], before: str
 ) -> None:
@@ -237,7 +246,7 @@ def write_journal(
             "after": res.attributes(change.after),
         }
         for change, outcome in results
-        if outcome.status is Status.DONE and change.action in UNDO and not change.covered_by
+        if outcome.status is Status.DONE and change.action in UNDO and _undone_itself(change)
     ]
     if not entries:
         return

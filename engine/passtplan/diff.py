@@ -12,7 +12,6 @@ Rules, in the spirit of nmstate and Terraform:
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -479,8 +478,7 @@ def _restored_links(work: _Diff) -> None:
     for address, value in sorted(work.state.owned.foreign.items()):
         if not address.startswith("link.") or address in work.desired.links:
             continue
-        previous = res.from_attributes(address, json.loads(value))
-        assert isinstance(previous, res.Link)
+        previous = res.link_from_record(address, value)
         observed_ns = work.observed(previous.namespace)
         current = observed_ns.links.get(previous.name) if observed_ns else None
         if current is None or previous.namespace in work.dropped_namespaces:
@@ -519,11 +517,14 @@ def _restored_routes(work: _Diff) -> None:
 
 def route_text(route: res.Route) -> str:
     """A route as `ip route` writes it, less its destination: `via 10.0.0.1 dev eth0 proto dhcp`
-    (`ip route` leaves out boot, the protocol of a route added by hand)."""
+    (`ip route` leaves out boot, the protocol of a route added by hand; this also leaves out the
+    scope a route gets when none is said)."""
     parts = [f"via {route.via}"] if route.via else []
     parts += [f"dev {route.dev}"] if route.dev else []
     if route.protocol not in (None, res.DEFAULT_ROUTE_PROTOCOL):
         parts.append(f"proto {route.protocol}")
+    if route.scope not in (None, route.natural_scope):
+        parts.append(f"scope {route.scope}")
     parts += ["onlink"] if route.onlink else []
     return " ".join(parts) or "as it was"
 
@@ -600,6 +601,8 @@ def _route_differs(want: res.Route, have: res.Route) -> tuple[str, ...]:
         names.append("onlink")
     if want.protocol is not None and want.protocol != have.protocol:
         names.append("protocol")
+    if want.scope is not None and want.scope != have.scope:
+        names.append("scope")
     return tuple(names)
 
 

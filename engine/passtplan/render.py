@@ -174,6 +174,7 @@ def _is_default(change: Change, name: str, value: object) -> bool:
             "metric": res.DEFAULT_METRIC[resource.family],
             "onlink": False,
             "protocol": res.DEFAULT_ROUTE_PROTOCOL,
+            "scope": resource.natural_scope,
         }
         return name in default and default[name] == value
     return isinstance(resource, res.Namespace) and name == "role"

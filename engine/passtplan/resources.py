@@ -170,6 +170,15 @@ class Route:
     # who added it, as `ip route` names it (boot, static, dhcp, or a number); desired: None
     # when the lab leaves it out (added as DEFAULT_ROUTE_PROTOCOL, anything found is fine)
     protocol: str | None = None
+    # how far it reaches, as `ip route` names it (global, site, link, host, or a number);
+    # desired: None, sent as `ip route` works it out (`natural_scope`)
+    scope: str | None = None
+
+    @property
+    def natural_scope(self) -> str:
+        """The scope `ip route` gives a route when none is said: global through a gateway,
+        link without one."""
+        return "global" if self.via else "link"
 
     @property
     def key(self) -> tuple[str, int, int, int]:
@@ -269,6 +278,21 @@ def route_from_record(address: str, value: str) -> Route:
             "lab's owned.json, then restore the route by hand"
         )
     return route
+
+
+def link_from_record(address: str, value: str) -> Link:
+    """A link the lab did not make, as the lab's record keeps it from before the lab changed it
+    (its attributes, in JSON)."""
+    try:
+        link = from_attributes(address, json.loads(value))
+    except (ValueError, TypeError, KeyError):
+        link = None
+    if not isinstance(link, Link) or link.address != address:
+        raise PasstplanError(
+            f"{address}: the lab's record of this link before the lab is malformed; remove the "
+            "lab's owned.json, then set the link's attributes back by hand"
+        )
+    return link
 
 
 def attributes(resource: Resource | None) -> dict[str, object] | None:

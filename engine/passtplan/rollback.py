@@ -2,8 +2,9 @@
 then the live state held against the digest taken before that apply.
 
 What each action's undo is: a create is deleted, a delete made again, an update or a replace
-turned back to what was before. What went with a deleted namespace or veth end (its contents)
-is not in the journal, and so not made again: the digest check says so when that matters.
+turned back to what was before. What went with a deleted namespace or link (its contents) is
+not in the journal, and so not made again: the digest check says so when that matters. A veth
+end deleted with its other end is: the pair made again, its own attributes are given back.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Foreign state given back: what the lab replaced, removed or changed but did not make (a route,
 a sysctl, a link's attribute) is recorded before the change and restored exactly when the lab is
-destroyed (a route also when the apply that changed it is rolled back)."""
+destroyed; a route, and a link's attributes or the link itself, also when the apply that
+changed it is rolled back, and then left the machine's (not claimed by the lab)."""
 
 from __future__ import annotations
 
@@ -109,10 +110,11 @@ namespaces:
     routes:
       - {to: default, via: 10.30.0.254, metric: 100}
       - {to: 10.99.0.0/16, metric: 50, state: absent}
+      - {to: 10.88.0.0/16, state: absent}
       - {to: 10.77.0.0/16, via: 10.30.0.254, protocol: static}
 """
 RTPROT_STATIC, RTPROT_DHCP = 4, 16
-RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
 
 
 def main_routes(netns: str) -> dict[str, dict[str, object]]:
@@ -121,8 +123,9 @@ def main_routes(netns: str) -> dict[str, dict[str, object]]:
 
 
 def add_foreign_routes(netns: str) -> list[dict[str, object]]:
-    """A link with a DHCP client's default route and a network manager's static link route,
-    added by netlink as they add them; the namespace's routes (all tables) as they are then."""
+    """A link with a DHCP client's default route, a network manager's static link route and a
+    host-scoped one (a scope neither with nor without a gateway gives), added by netlink as
+    they add them; the namespace's routes (all tables) as they are then."""
     ip("link", "add", "d0", "type", "veth", "peer", "name", "d1", netns=netns)
     ip("link", "set", "d0", "up", netns=netns)
     ip("link", "set", "d1", "up", netns=netns)
@@ -142,6 +145,7 @@ def add_foreign_routes(netns: str) -> list[dict[str, object]]:
         ns.route(
             "add", dst="10.99.0.0/16", oif=d0, priority=50, proto=RTPROT_STATIC, scope=RT_SCOPE_LINK
         )
+        ns.route("add", dst="10.88.0.0/16", oif=d0, proto=RTPROT_STATIC, scope=RT_SCOPE_HOST)
     foreign = main_routes(netns)
     assert (foreign["default"]["protocol"], foreign["default"]["metric"]) == ("dhcp", 100)
     assert "scope" not in foreign["default"]  # universe, which `ip` leaves out
@@ -150,14 +154,16 @@ def add_foreign_routes(netns: str) -> list[dict[str, object]]:
         50,
     )
     assert foreign["10.99.0.0/16"]["scope"] == "link"
+    assert foreign["10.88.0.0/16"]["scope"] == "host"
     return ip_json("route", "show", "table", "all", netns=netns)
 
 
 def test_destroy_gives_back_routes_with_their_protocol_metric_and_scope(
     make_lab: Callable[[str], Lab], foreign_netns: Callable[[str], str]
 ) -> None:
-    """The DHCP route the lab replaced and the static route it removed come back as they were:
-    proto dhcp and proto static, their metrics and scopes, not proto boot."""
+    """The DHCP route the lab replaced and the static routes it removed come back as they were:
+    proto dhcp and proto static, their metrics and scopes (host as host, not link), not proto
+    boot."""
     netns = foreign_netns("f")
     before = add_foreign_routes(netns)
     foreign = main_routes(netns)
@@ -169,13 +175,14 @@ def test_destroy_gives_back_routes_with_their_protocol_metric_and_scope(
     assert during["default"]["gateway"] == "10.30.0.254"
     assert "protocol" not in during["default"]  # boot, which `ip` leaves out
     assert during["10.77.0.0/16"]["protocol"] == "static"
-    assert "10.99.0.0/16" not in during
+    assert "10.99.0.0/16" not in during and "10.88.0.0/16" not in during
     lab.converged()  # the protocol the lab leaves out is not drift, the one it says is there
 
     result = lab.destroy()
     plan_part = result.stdout.split("Destroy complete")[0]
     assert "restored to via 10.20.0.254 dev d0 proto dhcp" in plan_part
-    assert "restored to dev d0 proto static" in plan_part
+    assert "restored to dev d0 proto static)" in plan_part
+    assert "restored to dev d0 proto static scope host)" in plan_part
     assert main_routes(netns) == foreign
     assert ip_json("route", "show", "table", "all", netns=netns) == before
     assert lab.leftovers() == []
@@ -193,4 +200,71 @@ def test_rollback_gives_back_routes_with_their_protocol(
     result = lab.run("rollback", str(lab.path), "--auto-approve")
     assert "the live state is as before that apply" in result.output
     assert ip_json("route", "show", "table", "all", netns=netns) == before
+    assert lab.leftovers() == []
+
+
+LINK_LAB = """\
+apiVersion: passtplan/v1alpha1
+kind: Lab
+metadata: {name: LABNAME}
+namespaces:
+  f:
+    resolve: {path: /run/netns/FOREIGN}
+    links:
+      d0: {up: true}
+      d1: {mtu: 1400, up: true}
+      e0: {state: absent}
+"""
+
+
+def add_foreign_links(netns: str) -> None:
+    """A veth pair d0/d1, down, as a network manager would leave one it had not brought up yet,
+    and another, e0/e1, up with an MTU of its own: made by netlink as those tools make them."""
+    with NetNS(netns) as ns:
+        ns.link("add", ifname="d0", kind="veth", peer="d1")
+        ns.link("add", ifname="e0", kind="veth", peer="e1")
+        for name in ("e0", "e1"):
+            (index,) = ns.link_lookup(ifname=name)
+            ns.link("set", index=index, mtu=1300, state="up")
+
+
+def links_by_name(netns: str) -> dict[str, dict[str, object]]:
+    """What the lab may change of each link, as `ip -j link` writes it: its MTU, MAC address,
+    alias (the lab's mark) and whether it is set up (not whether its carrier is: that follows)."""
+    return {
+        str(link["ifname"]): {
+            "mtu": link["mtu"],
+            "mac": link["address"],
+            "alias": link.get("ifalias"),
+            "up": "UP" in link["flags"],  # type: ignore[operator]
+        }
+        for link in ip_json("link", "show", netns=netns)
+    }
+
+
+def test_rollback_gives_back_foreign_links_and_leaves_them_foreign(
+    make_lab: Callable[[str], Lab], foreign_netns: Callable[[str], str]
+) -> None:
+    """Undoing the apply that set a foreign link's MTU and up state and removed a foreign veth
+    puts each back as it was, not as the lab's: the record forgets them, and a destroy after
+    it neither deletes them nor changes them again."""
+    netns = foreign_netns("f")
+    add_foreign_links(netns)
+    before = links_by_name(netns)
+    assert (before["d1"]["mtu"], before["d1"]["up"]) == (1500, False)
+
+    lab = make_lab(LINK_LAB.replace("FOREIGN", netns))
+    lab.apply()
+    during = links_by_name(netns)
+    assert (during["d1"]["mtu"], during["d1"]["up"]) == (1400, True)
+    assert "e0" not in during and "e1" not in during
+
+    result = lab.run("rollback", str(lab.path), "--auto-approve")
+    assert "the live state is as before that apply" in result.output
+    assert links_by_name(netns) == before
+    assert lab.leftovers() == []  # the record is gone: nothing claimed, nothing to give back
+
+    result = lab.destroy()
+    assert "No changes" in result.stdout, result.stdout
+    assert links_by_name(netns) == before
     assert lab.leftovers() == []

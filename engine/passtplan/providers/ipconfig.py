@@ -52,6 +52,7 @@ def to_route(ns: str, info: rtnl.RouteInfo, names: Mapping[int, str]) -> res.Rou
         table=info.table,
         onlink=bool(info.flags & RTNH_F_ONLINK),
         protocol=route_protocol_name(info.proto),
+        scope=rtnl.route_scope_name(info.scope),
     )
 
 
@@ -202,6 +203,7 @@ def _request(ctx: ApplyContext, handle: Handle, change: Change) -> bytes | None:
         oif=oif,
         onlink=resource.onlink,
         protocol=route_protocol_number(resource.protocol or res.DEFAULT_ROUTE_PROTOCOL),
+        scope=None if resource.scope is None else rtnl.route_scope_number(resource.scope),
     )
     return rtnl.route_request(not deleting, spec)
 

@@ -10,6 +10,7 @@ the kernel does not make through rtnetlink (tap: /dev/net/tun) has its own creat
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 from collections.abc import Iterator, Mapping
@@ -120,13 +121,19 @@ def _apply(ctx: ApplyContext, change: Change) -> str:
         _configure(ctx, link, declared, created=True)
         return "already present when its namespace was found: configured"
     if change.action in (Action.CREATE, Action.REPLACE):
+        if link.owner != ctx.desired.owner:
+            # A link the lab did not make, made again by a rollback of the apply that removed
+            # it: given back as it was, mark (none, or another lab's) and all, not the lab's.
+            made = _create(ctx, link)
+            _configure(ctx, link, declared, created=True)
+            return f"{made}: given back"
         # The lab's before it exists: a kill before its mark is set leaves it known.
         ctx.store.claim_many("links", made_with(link))
         made = _create(ctx, link)
         _configure(ctx, link, declared, created=True)
         return made
     before = change.before
-    restoring = change.address not in ctx.desired.links
+    restoring = _restoring(ctx, link)
     if isinstance(before, res.Link) and before.owner != ctx.desired.owner and not restoring:
         # a link the lab did not make: what it was goes into the record first, to give back
         ctx.store.remember_foreign(change.address, before)
@@ -135,6 +142,18 @@ def _apply(ctx: ApplyContext, change: Change) -> str:
         ctx.store.forget_foreign(change.address)
         return f"restored {', '.join(change.changed)}"
     return f"set {', '.join(change.changed)}"
+
+
+def _restoring(ctx: ApplyContext, link: res.Link) -> bool:
+    """A foreign link's attributes set back as the lab's record holds them (when the lab lets
+    it go, or by a rollback of the apply that changed them, the lab still declaring it): the
+    record's entry is done with. Set back to anything else (a rollback of a later apply), the
+    entry stays, to give back what was before the lab's first change."""
+    was = ctx.store.owned.foreign.get(link.address)
+    if was is None:
+        return False
+    previous = res.link_from_record(link.address, was)
+    return not res.update_fields(dataclasses.replace(previous, kind=link.kind), link)
 
 
 def made_with(link: res.Link) -> list[str]:

@@ -54,6 +54,9 @@ RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 IFA_F_NODAD = 0x02
 RTNH_F_ONLINK = 0x4
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 0, 253, 255
+# route scopes by the names `ip route` writes (iproute2's rt_scopes)
+ROUTE_SCOPES = {"global": RT_SCOPE_UNIVERSE, "site": 200, "link": RT_SCOPE_LINK, "host": 254}
+ROUTE_SCOPE_NAMES = {number: name for name, number in ROUTE_SCOPES.items()}
 RTPROT_KERNEL, RTPROT_BOOT, RTN_UNICAST, RT_TABLE_LOCAL = 2, 3, 1, 255
 MACVLAN_MODES = {1: "private", 2: "vepa", 4: "bridge", 8: "passthru", 16: "source"}
 AF = {4: socket.AF_INET, 6: socket.AF_INET6}
@@ -361,6 +364,7 @@ class RouteInfo:
     dst_len: int
     table: int
     proto: int
+    scope: int
     kind: int
     flags: int
     gateway: str | None
@@ -371,7 +375,7 @@ class RouteInfo:
 def decode_route(payload: memoryview) -> RouteInfo | None:
     """A route someone added; None for the kernel's own (local table, connected subnets,
     multicast), told apart by the fixed header before any attribute is parsed."""
-    family, dst_len, _, _, table, proto, _, kind, flags = RTMSG.unpack_from(payload)
+    family, dst_len, _, _, table, proto, scope, kind, flags = RTMSG.unpack_from(payload)
     if table == RT_TABLE_LOCAL or proto == RTPROT_KERNEL or kind != RTN_UNICAST:
         return None
     found = attributes(payload, RTMSG.size)
@@ -381,6 +385,7 @@ def decode_route(payload: memoryview) -> RouteInfo | None:
         dst_len=dst_len,
         table=_u32(found.get(RTA_TABLE), table),
         proto=proto,
+        scope=scope,
         kind=kind,
         flags=flags,
         gateway=_ip(found.get(RTA_GATEWAY)),
@@ -420,13 +425,26 @@ class RouteSpec:
     oif: int = 0
     onlink: bool = False
     protocol: int = RTPROT_BOOT
+    scope: int | None = None  # None: as `ip route` works it out (universe with a gateway)
+
+
+def route_scope_name(number: int) -> str:
+    """A scope byte as the plan, the record and `ip route` write it: `link`, or `100`."""
+    return ROUTE_SCOPE_NAMES.get(number, str(number))
+
+
+def route_scope_number(name: str) -> int:
+    """The scope byte of a name `route_scope_name` wrote."""
+    return ROUTE_SCOPES[name] if name in ROUTE_SCOPES else int(name)
 
 
 def route_request(replace: bool, route: RouteSpec) -> bytes:
     """`ip route replace` or `ip route del`, as iproute2 builds them."""
     table_byte = route.table if route.table < 256 else 0
     if replace:
-        scope = RT_SCOPE_UNIVERSE if route.gateway else RT_SCOPE_LINK
+        scope = route.scope
+        if scope is None:
+            scope = RT_SCOPE_UNIVERSE if route.gateway else RT_SCOPE_LINK
         head = RTMSG.pack(
             AF[route.family],
             route.dst_len,
