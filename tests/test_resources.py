@@ -13,6 +13,7 @@ from passtplan.errors import PasstplanError
 EVERY_KIND: list[res.Resource] = [
     res.Namespace("pod", None, res.NamespaceRole.RESOLVED, ("vm", "v1")),
     res.Namespace("gw", "g-gw", res.NamespaceRole.CREATED),
+    res.Namespace("old", None, res.NamespaceRole.RESOLVED, ("path", "/run/netns/a:b")),
     res.Link("a", "m0", "macvlan", up=True, mtu=1400, parent=("host", "eth0"), mode="bridge"),
     res.Link("a", "v0", "veth", peer=("b-1", "v0"), owner="passtplan:g", master=""),
     res.Address("a", "v0", "10.0.0.1/24"),
