@@ -71,8 +71,10 @@ def test_a_record_of_another_route_says_which() -> None:
     )
 
 
-def _vxlan(**addresses: str) -> res.Link:
-    return res.Link("a", "vx0", "vxlan", vni=42, **addresses)  # type: ignore[arg-type]
+def _vxlan(
+    remote: str | None = None, group: str | None = None, local: str | None = None
+) -> res.Link:
+    return res.Link("a", "vx0", "vxlan", vni=42, remote=remote, group=group, local=local)
 
 
 @pytest.mark.parametrize(
