@@ -66,6 +66,8 @@ def test_a_destroy_target_brings_what_depends_on_it_and_goes_alone() -> None:
     # would have gone with it goes by itself
     assert {c.address for c in chosen} == {"link.b/br0", "link.b/mv0", "address.b/mv0[10.1.0.2/24]"}
     assert all(c.covered_by in (None, "link.b/mv0") for c in chosen)
+    reasons = {c.address: c.reason for c in chosen if c.address.startswith("link.")}
+    assert reasons == {"link.b/br0": "targeted", "link.b/mv0": "goes with a target"}
     assert {c.address: c.covered_by for c in changes}["link.b/br0"] == "netns.b"
     graph = batched_graph(chosen, desired)
     assert graph.has_edge("link.b/mv0", "link.b/br0")
@@ -90,3 +92,28 @@ def test_an_unknown_target_names_the_closest_address() -> None:
     assert "\n" not in message
     assert "link.pod/macvlan2" in message
     assert "did you mean link.pod/macvlan1?" in message
+    assert f"lab {desired.lab} has no resource" in message
+
+
+def test_a_far_off_target_still_names_the_closest_address() -> None:
+    desired, changes = _plan("owned-link-removed")
+    with pytest.raises(PasstplanError) as caught:
+        targeted(changes, desired, ("zzz",))
+    assert "; did you mean " in str(caught.value)
+
+
+def test_a_target_in_an_empty_plan_names_no_address() -> None:
+    desired, _ = _plan("owned-link-removed")
+    with pytest.raises(PasstplanError) as caught:
+        targeted([], desired, ("link.b/mv0",))
+    assert str(caught.value) == "--target link.b/mv0: lab g has no resource at this address"
+
+
+def test_a_target_removed_with_its_link_brings_the_link() -> None:
+    desired, changes = _plan("owned-link-removed")
+    chosen = targeted(changes, desired, ("address.b/mv0[10.1.0.2/24]",))
+    # the address goes when its link does: one action, so the link comes along and still covers it
+    assert {c.address: c.covered_by for c in chosen} == {
+        "link.b/mv0": None,
+        "address.b/mv0[10.1.0.2/24]": "link.b/mv0",
+    }

@@ -131,8 +131,6 @@ def _edges(
             if isinstance(resource, res.Namespace) and other.action is Action.UPDATE:
                 continue  # a repaired VM keeps its pod's namespace, and waits for its network
             if change.action is Action.DELETE and other.action is Action.DELETE:
-                if change.covered_by == dep or other.covered_by == change.address:
-                    continue  # one goes with the other (a veth's two ends): ordered by that
                 yield change.address, dep  # dependents go first
             elif change.action in MAKING and other.action in MAKING:
                 yield dep, change.address
