@@ -11,7 +11,7 @@ import pytest
 from passtplan import resources as res
 from passtplan.changes import Action, Change
 from passtplan.desired import Desired, desired_state, destroy_target, netns_name
-from passtplan.diff import ConflictError, diff
+from passtplan.diff import ConflictError, diff, route_text
 from passtplan.graph import (
     CycleError,
     batched_graph,
@@ -449,3 +449,20 @@ def test_a_qemu_guests_cloud_init_change_makes_a_new_guest() -> None:
     )
     standin, _ = _case("vm-sandbox-standin", sandbox=True)
     assert standin.vms["passt-macvlan"].guest_config is None  # it applies no cloud-init
+
+
+@pytest.mark.parametrize(
+    ("route", "text"),
+    [
+        (res.Route("n", "10.8.0.0/16", 4, dev="d0"), "dev d0"),
+        (res.Route("n", "10.8.0.0/16", 4, via="10.0.0.1"), "via 10.0.0.1"),
+        (
+            res.Route("n", "10.8.0.0/16", 4, via="10.0.0.1", dev="d0", onlink=True),
+            "via 10.0.0.1 dev d0 onlink",
+        ),
+        (res.Route("n", "10.8.0.0/16", 4), "as it was"),
+    ],
+)
+def test_a_route_given_back_reads_as_ip_route_writes_it(route: res.Route, text: str) -> None:
+    """Only what the route has: no empty via or dev, onlink when set."""
+    assert route_text(route) == text

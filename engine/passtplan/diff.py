@@ -543,11 +543,13 @@ def _route_change(work: _Diff, route: res.Route) -> Change:
         going = current is not None and (route.namespace, current.dev) in work.removed
         if current is not None and foreign and current.dev != dev and not going:
             # the route leaves through another link today: the lab replaces a route it did
-            # not make, which is given back when the lab lets it go
-            differs = _route_differs(route, current) or ("dev",)
+            # not make, which is given back when the lab lets it go. Shown with the link it
+            # will leave through, said or found from its gateway's subnet.
+            want = dataclasses.replace(route, dev=dev)
+            differs = _route_differs(want, current)
             made = _link_reason(work, (route.namespace, dev))
-            reason = f"{made}; {_describe(differs, route, current)}"
-            return Change(route.address, Action.UPDATE, current, route, reason, differs)
+            reason = f"{made}; {_describe(differs, want, current)}"
+            return Change(route.address, Action.UPDATE, current, want, reason, differs)
         return Change(
             route.address,
             Action.CREATE,
