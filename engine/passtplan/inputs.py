@@ -197,16 +197,17 @@ def _same_file(one: Path, other: Path) -> bool:
         return False
 
 
-def write_out(path: Path, text: str) -> None:
-    """Write a saved plan whole or not at all: to a temporary file beside it, then renamed."""
+def write_out(path: Path, content: str | bytes, *, what: str = "the plan") -> None:
+    """Write `what` (a saved plan, a picture) whole or not at all: to a temporary file beside
+    it, then renamed."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(content.encode() if isinstance(content, str) else content)
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InputError(
-            f"{path}: cannot write the plan ({exc.strerror}); give --out another path"
+            f"{path}: cannot write {what} ({exc.strerror}); give --out another path"
         ) from None
 
 

@@ -63,7 +63,7 @@ def run(
         sys.stdout.buffer.write(picture)
         sys.stdout.flush()
     else:
-        _write(out, picture)
+        inputs.write_out(out, picture, what="the picture")
     return 0
 
 
@@ -115,16 +115,3 @@ def draw(dot_text: str, fmt: str) -> bytes:
         first = (done.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[0]
         raise PasstplanError(f"dot failed to draw the lab ({first}); a bug in passtplan's DOT")
     return done.stdout
-
-
-def _write(out: Path, picture: bytes) -> None:
-    """Written whole or not at all: to a temporary file beside it, then renamed."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        tmp.write_bytes(picture)
-        tmp.replace(out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise PasstplanError(
-            f"{out}: cannot write the picture ({exc.strerror}); give --out another path"
-        ) from None
