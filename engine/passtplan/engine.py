@@ -23,6 +23,7 @@ from passtplan.lang.loader import LoadedLab
 from passtplan.preflight import check_names
 from passtplan.providers.observe import observe
 from passtplan.providers.ownership import OwnershipStore
+from passtplan.providers.sandbox.qemu import require_image
 from passtplan.providers.session import Session
 
 if TYPE_CHECKING:  # the cluster's modules load only for labs that reach a cluster
@@ -185,9 +186,7 @@ def _make_plan(
         from passtplan.targets import targeted  # networkx, as for the graph below
 
         changes = targeted(changes, desired, targets)
-    if sandbox and any(isinstance(c.after, res.Vm) for c in changes if c.action is not Action.NOOP):
-        from passtplan.providers.sandbox.qemu import require_image  # QEMU's modules: ~50 ms
-
+    if sandbox:
         require_image(changes, loaded.path)
     # Built now: a cycle is an error at plan time, not half-way through apply.
     graph = (

@@ -81,7 +81,7 @@ REQUIRED: dict[tuple[str, str], str] = {
 class Spec(BaseModel):
     """Base of every object in a lab file: immutable, and unknown fields are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Metadata(Spec):

@@ -19,13 +19,12 @@ import time
 
 from passtplan.providers.sandbox.cpio import CpioEntry, newc
 from passtplan.providers.sandbox.image import BUSYBOX, IMAGE_ROOT, GuestImage, cached_image
+from passtplan.providers.sandbox.qemu import KVM_FAILURE, QEMU
 
-QEMU = "qemu-system-x86_64"
 KVM = "kvm"
 TCG = "tcg"
 PROBE_MARK = "PASSTPLAN-ACCEL-PROBE-OK"
 PROBE_DEADLINE = 10.0  # a working KVM boots this to init in a second or two
-KVM_FAILURE = "KVM internal error"
 PROBE_INIT = f"#!/bin/busybox sh\n/bin/busybox echo {PROBE_MARK}\n/bin/busybox poweroff -f\n"
 CHOICE = IMAGE_ROOT / "accel.json"
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from passtplan import resources as res
 from passtplan.lang.manifest import VmManifest
-from passtplan.providers.sandbox.exec import GuestShell
 from passtplan.providers.sandbox.process import Process
+
+if TYPE_CHECKING:
+    from passtplan.providers.sandbox.exec import GuestShell
 
 
 @dataclass(frozen=True)

@@ -13,18 +13,22 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from passtplan import resources as res
 from passtplan.changes import Action, Change
 from passtplan.errors import PasstplanError
 from passtplan.lang.manifest import VmManifest
-from passtplan.providers.sandbox.accel import KVM_FAILURE, pick_accelerator
-from passtplan.providers.sandbox.cpio import CpioEntry, newc
 from passtplan.providers.sandbox.exec import EXEC_LOCK, EXEC_SOCKET, GuestShell
-from passtplan.providers.sandbox.guest_config import guest_config, public_key
 from passtplan.providers.sandbox.guests import Started
-from passtplan.providers.sandbox.image import cached_image
 from passtplan.providers.sandbox.process import Process, VmError, in_netns, spawn, stop, wait_for
+
+if TYPE_CHECKING:
+    from passtplan.providers.sandbox.cpio import CpioEntry
+
+# Every plan of a sandbox lab asks its guests how they are (observe); only starting a guest
+# needs the image, the overlay's cloud-init and crypt(3) and the accelerator probe (~30 ms of
+# imports), so those are imported where a guest starts.
 
 QEMU = "qemu-system-x86_64"
 GUEST_MAC = "52:54:00:12:34:56"  # QEMU's default, the guest MAC in the seed lab
@@ -42,6 +46,7 @@ CONSOLE_SOCKET, CONSOLE_LOG, QEMU_LOG, INITRAMFS = (
     "qemu.log",
     "initramfs.img",
 )
+KVM_FAILURE = "KVM internal error"  # what QEMU logs when a nested hypervisor cannot run a guest
 
 
 class QemuGuest:
@@ -54,6 +59,10 @@ class QemuGuest:
     def start(
         self, vm: res.Vm, manifest: VmManifest, directory: Path, socket_path: Path
     ) -> Started:
+        from passtplan.providers.sandbox.accel import pick_accelerator
+        from passtplan.providers.sandbox.cpio import newc
+        from passtplan.providers.sandbox.image import cached_image
+
         image = cached_image()
         if image is None:
             raise VmError(f"vms.{vm.name} runs QEMU and {NO_IMAGE}")
@@ -125,6 +134,8 @@ class QemuGuest:
 def require_image(changes: list[Change], lab_file: Path) -> None:
     """A QEMU guest to start needs the image scripts/setup builds: said when the plan is made,
     before any change, rather than when the VM's turn comes."""
+    from passtplan.providers.sandbox.image import cached_image
+
     starting = [
         change.address
         for change in changes
@@ -153,6 +164,8 @@ def machine_share(memory_mib: int) -> int:
 def guest_files(manifest: VmManifest, lab_state: Path) -> list[CpioEntry]:
     """The VM's own files over the base image (guest_config.py): guest.env for the image's /init,
     the lab's key and the user data's among root's authorized keys, users, written files."""
+    from passtplan.providers.sandbox.guest_config import guest_config, public_key
+
     return guest_config(manifest, public_key(lab_state)).entries()
 
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from passtplan import resources as res
 from passtplan.lang.manifest import VmManifest
 from passtplan.providers import kernel
-from passtplan.providers.sandbox.exec import GuestShell
 from passtplan.providers.sandbox.guests import Started
 from passtplan.providers.sandbox.process import Process, VmError, spawn, stop, wait_for
+
+if TYPE_CHECKING:
+    from passtplan.providers.sandbox.exec import GuestShell
 
 START_DEADLINE = 30.0
 
