@@ -1,14 +1,15 @@
 """The command line: parse, call the command's module, exit with its code. Nothing else.
 
 Command modules are imported inside each command, so `passtplan --help` loads neither the models
-nor pyroute2 or kubernetes.
+nor pyroute2 or kubernetes. The annotations are not postponed (no `from __future__ import
+annotations`): typer reads every command's signature at each start, and evaluating them from
+strings cost ~20 ms of every command.
 """
-
-from __future__ import annotations
 
 import gc
 import os
 import sys
+import types
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -561,7 +562,7 @@ def console(path: PlanFile, vm: VmName) -> None:
 
 def _flags(
     kubeconfig: str | None, context: str | None, node: str | None, kubelet_root: str, wait: float
-) -> ClusterFlags:
+) -> "ClusterFlags":
     from passtplan.engine import ClusterFlags
 
     return ClusterFlags(kubeconfig, context, node, kubelet_root, wait)
@@ -638,11 +639,30 @@ def schema() -> None:
     sys.stdout.write(lab_json_schema_text())
 
 
+PLUGIN_LOADER = "pydantic.plugin._loader"
+PLUGINS_OFF = ("__all__", "1", "true")  # the values for which pydantic's get_plugins returns ()
+
+
+def _without_plugin_loader() -> None:
+    """pydantic imports its plugin loader, and with it importlib.metadata (~40 ms here), when it
+    builds its first validator, and only then reads PYDANTIC_DISABLE_PLUGINS. With plugins off,
+    the loader's one function returns no plugins: a module with that function stands in for it.
+    (test_startup checks that get_plugins is all pydantic takes from the loader.)"""
+    if (
+        os.environ.get("PYDANTIC_DISABLE_PLUGINS") in PLUGINS_OFF
+        and PLUGIN_LOADER not in sys.modules
+    ):
+        loader = types.ModuleType(PLUGIN_LOADER, "pydantic's plugin loader with plugins off")
+        loader.get_plugins = tuple  # type: ignore[attr-defined]
+        sys.modules[PLUGIN_LOADER] = loader
+
+
 def main() -> None:
     """Entry point: anything but a user's error is a bug, shown as one line unless debugging."""
     # pydantic looks for plugins in every installed distribution's entry points (~30 ms of each
     # start); passtplan's models use none. A user who wants some can still set the variable.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    _without_plugin_loader()
     try:
         # The name completion scripts are written for, however passtplan was started.
         app(prog_name="passtplan")

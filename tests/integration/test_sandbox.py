@@ -23,6 +23,7 @@ from passtplan.providers.sandbox.process import Process
 from tests.conftest import PLANS, seed_lab
 from tests.integration.conftest import Lab, cleanup, ip, ip_json, root_snapshot
 from tests.kube.fake_apiserver import FakeCluster
+from tests.test_startup import modules_after
 
 SEED = PLANS / "passt-macvlan"
 ROOT_SYSCTLS = [
@@ -98,6 +99,33 @@ def test_the_seed_state_holds(seed: Lab, applied: str) -> None:
 
 def test_then_the_plan_is_empty(seed: Lab, applied: str) -> None:
     seed.converged("--sandbox")
+
+
+# What a plan with nothing to do never imports (benches/bench_seed_noop.py times it): the graph
+# and networkx, the cluster's client, pyroute2's package, pydantic's plugin discovery, and what
+# only starting a QEMU guest needs (its image, the overlay's cloud-init and crypt).
+UNUSED_BY_A_NOOP_PLAN = (
+    "networkx",
+    "kubernetes",
+    "pyroute2",
+    "importlib.metadata",
+    "crypt",
+    "passtplan.graph",
+    "passtplan.providers.checks",
+    "passtplan.providers.sandbox.image",
+    "passtplan.providers.sandbox.guest_config",
+    "passtplan.providers.sandbox.accel",
+    "passtplan.lang.cloudinit",
+)
+
+
+def test_the_empty_plan_imports_only_what_it_uses(seed: Lab, applied: str, tmp_path: Path) -> None:
+    code, modules = modules_after(
+        ["plan", str(seed.path), "--sandbox", "--detailed-exitcode"], tmp_path
+    )
+    assert code == 0
+    assert sorted(m for m in modules if m.startswith(UNUSED_BY_A_NOOP_PLAN)) == []
+    assert {"passtplan.providers.observe", "passtplan.providers.sandbox.qemu"} <= modules
 
 
 def test_killed_passt_is_repaired(seed: Lab, applied: str) -> None:

@@ -134,8 +134,6 @@ class QemuGuest:
 def require_image(changes: list[Change], lab_file: Path) -> None:
     """A QEMU guest to start needs the image scripts/setup builds: said when the plan is made,
     before any change, rather than when the VM's turn comes."""
-    from passtplan.providers.sandbox.image import cached_image
-
     starting = [
         change.address
         for change in changes
@@ -143,7 +141,11 @@ def require_image(changes: list[Change], lab_file: Path) -> None:
         and change.after.guest_kind == "qemu"
         and change.action in (Action.CREATE, Action.REPLACE, Action.UPDATE)
     ]
-    if starting and cached_image() is None:
+    if not starting:
+        return
+    from passtplan.providers.sandbox.image import cached_image
+
+    if cached_image() is None:
         raise PasstplanError(f"{lab_file}: {starting[0]} runs QEMU and {NO_IMAGE}")
 
 
