@@ -97,6 +97,18 @@ class ApplyReport:
         return not self.verify_errors and all(o.status is Status.DONE for _, o in self.outcomes)
 
 
+def show_value(value: object) -> str:
+    """An attribute's value as plans, reasons and verify errors write it, spelled as in a lab
+    file: a reference as NS/NAME, a flag as true or false, no value as `none`."""
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return "/".join(str(v) for v in value)
+    return str(value)
+
+
 def fingerprint(state: res.State) -> str:
     """A hash of everything observed: a saved plan is only applied to the state it was made on.
 

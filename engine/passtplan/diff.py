@@ -18,7 +18,7 @@ from functools import cached_property
 from typing import Any
 
 from passtplan import resources as res
-from passtplan.changes import Action, Change
+from passtplan.changes import Action, Change, show_value
 from passtplan.desired import Desired
 from passtplan.errors import PasstplanError
 from passtplan.subnets import SubnetIndex
@@ -376,14 +376,6 @@ def _describe(names: tuple[str, ...], want: object, have: object) -> str:
     )
 
 
-def show_value(value: object) -> str:
-    """An attribute's value as plans and verify errors write it: a reference as NS/NAME, no
-    value as `none`."""
-    if isinstance(value, tuple):
-        return "/".join(str(v) for v in value)
-    return "none" if value in (None, "") else str(value)
-
-
 def _cascade_recreation(work: _Diff) -> None:
     """Recreating a link destroys what hangs on it: the links on it (macvlans, macvtaps, vxlans
     over it), the other end of its veth; and what hangs on those, followed link by link."""
@@ -511,7 +503,11 @@ def _restored_routes(work: _Diff) -> None:
         if current is None:
             work.add(Change(address, Action.CREATE, None, previous, reason))
         else:
-            changed = _route_differs(previous, current) or ("via",)
+            changed = _route_differs(previous, current)
+            if not changed:  # still planned, so that apply drops its entry from the record
+                reason = (
+                    "no longer in the plan, and as it was before the lab: dropped from the record"
+                )
             work.add(Change(address, Action.UPDATE, current, previous, reason, changed))
 
 

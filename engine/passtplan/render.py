@@ -21,6 +21,7 @@ from passtplan.changes import (
     counts,
     plan_document,
     plan_summary,
+    show_value,
 )
 from passtplan.lang.manifest import cloud_init_volume
 from passtplan.walk import INTERRUPTED, Status
@@ -152,13 +153,15 @@ def change_text(change: Change) -> list[str]:
     after = res.attributes(change.after) or {}
     if change.action in (Action.UPDATE, Action.REPLACE):
         for name in change.changed:
-            lines.append(f"      ~ {name}: {_value(before.get(name))} -> {_value(after.get(name))}")
+            lines.append(
+                f"      ~ {name}: {show_value(before.get(name))} -> {show_value(after.get(name))}"
+            )
         return lines
     shown = after if change.action in (Action.CREATE, Action.READ) else before
     for name, value in shown.items():
         if name in HIDDEN or value is None or value == "" or _is_default(change, name, value):
             continue
-        lines.append(f"      {symbol[0]} {name}: {_value(value)}")
+        lines.append(f"      {symbol[0]} {name}: {show_value(value)}")
     if change.deferred:
         lines.append(f"        state: {KNOWN_AFTER_APPLY}")
     return lines
@@ -178,14 +181,6 @@ def _is_default(change: Change, name: str, value: object) -> bool:
         }
         return name in default and default[name] == value
     return isinstance(resource, res.Namespace) and name == "role"
-
-
-def _value(value: object) -> str:
-    if value is None or value == "":
-        return "none"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
 
 
 def plan_json(plan: Plan) -> str:

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from passtplan import resources as res
-from passtplan.changes import Action, Change
+from passtplan.changes import Action, Change, show_value
 from passtplan.desired import Desired
-from passtplan.diff import diff, show_value
+from passtplan.diff import diff
 
 
 @dataclass(frozen=True)
