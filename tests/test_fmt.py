@@ -100,3 +100,17 @@ def test_broken_yaml_is_one_line_naming_the_place(cli: CliRunner, tmp_path: Path
     assert result.exit_code == 1
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith(f"error: {path}:")
+
+
+def test_a_file_it_cannot_write_is_one_line_and_left_as_it_was(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    path = _lab(tmp_path)
+    (tmp_path / ".lab.yaml.tmp").mkdir()  # where fmt writes first: unwritable even for root
+    result = cli.invoke(app, ["fmt", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: {path}: cannot write the formatted lab file (Is a directory); make the file "
+        "and its folder writable\n"
+    )
+    assert path.read_text() == SCRAMBLED

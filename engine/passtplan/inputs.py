@@ -11,6 +11,7 @@ it to read the files it parses.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -197,18 +198,20 @@ def _same_file(one: Path, other: Path) -> bool:
         return False
 
 
-def write_out(path: Path, content: str | bytes, *, what: str = "the plan") -> None:
-    """Write `what` (a saved plan, a picture) whole or not at all: to a temporary file beside
-    it, then renamed."""
+OTHER_OUT = "give --out another path"
+
+
+def write_out(path: Path, content: str | bytes, *, what: str, fix: str = OTHER_OUT) -> None:
+    """Write `what` (a saved plan, a picture, a formatted lab file) whole or not at all: to a
+    temporary file beside it, then renamed; `fix` is what the user can do when it fails."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         tmp.write_bytes(content.encode() if isinstance(content, str) else content)
         tmp.replace(path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(
-            f"{path}: cannot write {what} ({exc.strerror}); give --out another path"
-        ) from None
+        with contextlib.suppress(OSError):  # a folder of that name, say: not ours to remove
+            tmp.unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot write {what} ({exc.strerror}); {fix}") from None
 
 
 def netns_name(name: str) -> str:

@@ -37,7 +37,12 @@ def run(paths: list[Path], *, check: bool) -> int:
             continue
         changed.append(path)
         if not check:
-            inputs.write_out(path, formatted)
+            inputs.write_out(
+                path,
+                formatted,
+                what="the formatted lab file",
+                fix="make the file and its folder writable",
+            )
     for path in changed:
         print(path)
     return CHANGED_EXIT if check and changed else 0

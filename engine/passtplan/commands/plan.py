@@ -48,7 +48,7 @@ def run(
     text = plan_text(plan)
     sys.stdout.write(colored(text) if output == "text" else as_format(plan_document(plan), output))
     if out is not None:
-        inputs.write_out(out, saved_plan(plan, text))
+        inputs.write_out(out, saved_plan(plan, text), what="the plan")
         if output == "text":
             print(f"\nSaved the plan to {out}; apply exactly it with: passtplan apply {out}")
     return CHANGES_EXIT if detailed_exitcode and plan.pending else 0
