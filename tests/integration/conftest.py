@@ -24,6 +24,23 @@ from passtplan.cli import app
 from passtplan.providers import kernel
 from passtplan.providers.ownership import RUN_DIR
 
+# Two namespaces joined by a veth, a route in a: the small lab most tests start from. It ends in
+# b's links, so a test can add links to b, then namespaces, by appending lines.
+TWO = """
+apiVersion: passtplan/v1alpha1
+kind: Lab
+metadata: {name: LABNAME}
+namespaces:
+  a:
+    links:
+      v0: {kind: veth, peer: b/v0, addresses: [10.0.0.1/24]}
+    routes:
+      - {to: 10.8.0.0/16, via: 10.0.0.2}
+  b:
+    links:
+      v0: {kind: veth, peer: a/v0, addresses: [10.0.0.2/24]}
+"""
+
 pytestmark = pytest.mark.root
 
 if os.geteuid() != 0:

@@ -11,24 +11,14 @@ from collections.abc import Callable
 
 import yaml
 
-from tests.integration.conftest import Lab
+from tests.integration.conftest import TWO, Lab
 
-LAB = """
-apiVersion: passtplan/v1alpha1
-kind: Lab
-metadata: {name: LABNAME}
-namespaces:
-  a:
-    links:
-      v0: {kind: veth, peer: b/v0, addresses: [10.0.0.1/24]}
-    routes:
-      - {to: 10.8.0.0/16, via: 10.0.0.2}
-  b:
-    links:
-      v0: {kind: veth, peer: a/v0, addresses: [10.0.0.2/24]}
-checks:
+LAB = (
+    TWO
+    + """checks:
   - {from: a, ping: 10.0.0.2}
 """
+)
 GREEN_PLUS = "\033[32m+\033[0m"
 
 

@@ -14,22 +14,7 @@ from passtplan.engine import make_plan, store_for
 from passtplan.providers.session import Session
 from passtplan.render import report_text
 from passtplan.walk import Status
-from tests.integration.conftest import Lab, ip, ip_json
-
-TWO = """
-apiVersion: passtplan/v1alpha1
-kind: Lab
-metadata: {name: LABNAME}
-namespaces:
-  a:
-    links:
-      v0: {kind: veth, peer: b/v0, addresses: [10.0.0.1/24]}
-    routes:
-      - {to: 10.8.0.0/16, via: 10.0.0.2}
-  b:
-    links:
-      v0: {kind: veth, peer: a/v0, addresses: [10.0.0.2/24]}
-"""
+from tests.integration.conftest import TWO, Lab, ip, ip_json
 
 
 def snapshot(netns: str) -> dict[str, object]:

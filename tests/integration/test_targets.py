@@ -7,27 +7,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from passtplan.providers import kernel
-from tests.integration.conftest import Lab, ip_json
+from tests.integration.conftest import TWO, Lab, ip_json
 
-LAB = """
-apiVersion: passtplan/v1alpha1
-kind: Lab
-metadata: {name: LABNAME}
-namespaces:
-  a:
-    links:
-      v0: {kind: veth, peer: b/v0, addresses: [10.0.0.1/24]}
-    routes:
-      - {to: 10.8.0.0/16, via: 10.0.0.2}
-  b:
-    links:
-      v0: {kind: veth, peer: a/v0, addresses: [10.0.0.2/24]}
-      br0: {kind: bridge}
+LAB = (
+    TWO
+    + """      br0: {kind: bridge}
       p0: {kind: veth, peer: c/p0, master: br0}
   c:
     links:
       p0: {kind: veth, peer: b/p0}
 """
+)
 
 
 def links(lab: Lab, namespace: str) -> set[str]:
