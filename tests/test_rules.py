@@ -3,8 +3,7 @@ fails when its rule is removed (scripts/mutation.py checks that, mutant by mutan
 
 from __future__ import annotations
 
-import dataclasses
-
+import msgspec
 import networkx as nx
 import pytest
 
@@ -435,10 +434,10 @@ def test_a_qemu_guests_cloud_init_change_makes_a_new_guest() -> None:
     """The guest is written from the manifest's cloud-init and host name (its overlay): edited,
     they replace the VM, as a changed VMI would; the stand-in, which applies neither, stays."""
     desired, state = _case("vm-half-swapped", sandbox=True)
-    assert desired.vms["passt-macvlan"] == dataclasses.replace(
+    assert desired.vms["passt-macvlan"] == msgspec.structs.replace(
         state.vms["passt-macvlan"], passt="running", guest_state="running"
     )
-    state.vms["passt-macvlan"] = dataclasses.replace(
+    state.vms["passt-macvlan"] = msgspec.structs.replace(
         state.vms["passt-macvlan"], guest_config="0123456789ab"
     )
     [change] = [c for c in diff(desired, state) if c.address == "vm.passt-macvlan"]

@@ -3,7 +3,6 @@ record what was done, then read the live state again and verify it."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -14,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+import msgspec
 
 from passtplan import resources as res
 from passtplan.changes import Action, ApplyReport, Change, Plan
@@ -270,6 +271,6 @@ def live_digest(state: res.State) -> str:
             parts: list[res.Resource] = [*ns.links.values(), *ns.addresses, *ns.routes]
             text = sorted(json.dumps(res.attributes(r), sort_keys=True) for r in parts)
             digest.update("\n".join([*text, json.dumps(ns.sysctls, sort_keys=True)]).encode())
-    owned = dataclasses.asdict(state.owned)
+    owned = msgspec.structs.asdict(state.owned)  # flat: sets and dicts of names
     digest.update(json.dumps(owned, sort_keys=True, default=sorted).encode())
     return digest.hexdigest()

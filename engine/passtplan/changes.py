@@ -20,10 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from passtplan import inputs
 from passtplan import resources as res
@@ -48,8 +49,7 @@ class Action(StrEnum):
     READ = "read"  # a namespace found only at apply time
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(msgspec.Struct, frozen=True):
     address: str
     action: Action
     before: res.Resource | None
@@ -67,8 +67,7 @@ class Change:
         return found
 
 
-@dataclass
-class Plan:
+class Plan(msgspec.Struct):
     loaded: LoadedLab
     desired: Desired
     state: res.State
@@ -84,8 +83,7 @@ class Plan:
         return [c for c in self.changes if c.action is not Action.NOOP]
 
 
-@dataclass
-class ApplyReport:
+class ApplyReport(msgspec.Struct):
     plan: Plan
     outcomes: list[tuple[Change, Outcome]]
     verify_errors: list[VerifyError]
@@ -112,7 +110,7 @@ def show_value(value: object) -> str:
 def fingerprint(state: res.State) -> str:
     """A hash of everything observed: a saved plan is only applied to the state it was made on.
 
-    Resources are frozen dataclasses whose repr lists every field in order; sorted, their reprs
+    Resources are frozen Structs whose repr lists every field in order; sorted, their reprs
     are a canonical text of the state at a fraction of the cost of converting them to dicts.
     """
     digest = hashlib.sha256()

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
+
+import msgspec
 
 from passtplan import resources as res
 from passtplan.kubevirt import guest_cpus, guest_memory_mib
@@ -21,19 +22,17 @@ from passtplan.lang.semantics import split_ref
 from passtplan.subnets import SubnetIndex
 
 
-@dataclass
-class Desired:
+class Desired(msgspec.Struct, dict=True):
     lab: str
     sandbox: bool
-    namespaces: dict[str, res.Namespace] = field(default_factory=dict)
-    links: dict[str, res.Link] = field(default_factory=dict)  # by address
-    absent_links: set[res.Ref] = field(default_factory=set)
-    addresses: dict[str, res.Address] = field(default_factory=dict)
-    routes: dict[str, res.Route] = field(default_factory=dict)
-    absent_routes: dict[str, res.Route] = field(default_factory=dict)
-    sysctls: dict[str, res.Sysctl] = field(default_factory=dict)
-    vms: dict[str, res.Vm | res.ClusterVm] = field(default_factory=dict)
-    _route_devs: dict[res.Route, str] = field(default_factory=dict, repr=False)  # "" for none
+    namespaces: dict[str, res.Namespace] = msgspec.field(default_factory=dict)
+    links: dict[str, res.Link] = msgspec.field(default_factory=dict)  # by address
+    absent_links: set[res.Ref] = msgspec.field(default_factory=set)
+    addresses: dict[str, res.Address] = msgspec.field(default_factory=dict)
+    routes: dict[str, res.Route] = msgspec.field(default_factory=dict)
+    absent_routes: dict[str, res.Route] = msgspec.field(default_factory=dict)
+    sysctls: dict[str, res.Sysctl] = msgspec.field(default_factory=dict)
+    vms: dict[str, res.Vm | res.ClusterVm] = msgspec.field(default_factory=dict)
 
     def route_dev(self, route: res.Route) -> str | None:
         """The link a route leaves through: its dev, or the link whose address's subnet holds
@@ -45,6 +44,12 @@ class Desired:
             holding = self._address_subnets.holding(route.namespace, route.via)
             found = self._route_devs[route] = holding[0] if holding else ""
         return found or None
+
+    @cached_property
+    def _route_devs(self) -> dict[res.Route, str]:
+        """route_dev's answers ("" for none). A memo, not a field: kept out of the record's
+        constructor, repr and equality."""
+        return {}
 
     @cached_property
     def _address_subnets(self) -> SubnetIndex[str]:

@@ -11,11 +11,11 @@ Rules, in the spirit of nmstate and Terraform:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+
+import msgspec
 
 from passtplan import resources as res
 from passtplan.changes import Action, Change, show_value
@@ -32,15 +32,14 @@ class ConflictError(PasstplanError):
         super().__init__("\n".join(conflicts))
 
 
-@dataclass
-class _Diff:
+class _Diff(msgspec.Struct, dict=True):
     desired: Desired
     state: res.State
-    changes: dict[str, Change] = field(default_factory=dict)
-    conflicts: list[str] = field(default_factory=list)
-    recreated: set[res.Ref] = field(default_factory=set)  # links that will be (re)made
-    removed: set[res.Ref] = field(default_factory=set)  # links that will go
-    dropped_namespaces: set[str] = field(default_factory=set)
+    changes: dict[str, Change] = msgspec.field(default_factory=dict)
+    conflicts: list[str] = msgspec.field(default_factory=list)
+    recreated: set[res.Ref] = msgspec.field(default_factory=set)  # links that will be (re)made
+    removed: set[res.Ref] = msgspec.field(default_factory=set)  # links that will go
+    dropped_namespaces: set[str] = msgspec.field(default_factory=set)
 
     def add(self, change: Change) -> None:
         self.changes[change.address] = change
@@ -102,9 +101,9 @@ def _vms(work: _Diff) -> None:
             work.add(_cluster_vm_change(vm, current))
             continue
         setup = tuple(
-            f.name
-            for f in dataclasses.fields(vm)
-            if f.name not in VM_RUNTIME and getattr(vm, f.name) != getattr(current, f.name)
+            name
+            for name in vm.__struct_fields__
+            if name not in VM_RUNTIME and getattr(vm, name) != getattr(current, name)
         )
         if setup:
             work.add(
@@ -148,7 +147,7 @@ def _forget_renewed_pods(work: _Diff) -> None:
             name: None if name in renewed else found
             for name, found in work.state.namespaces.items()
         }
-        work.state = dataclasses.replace(work.state, namespaces=namespaces)
+        work.state = msgspec.structs.replace(work.state, namespaces=namespaces)
 
 
 def sort_key(change: Change) -> tuple[int, str]:
@@ -475,7 +474,7 @@ def _restored_links(work: _Diff) -> None:
         current = observed_ns.links.get(previous.name) if observed_ns else None
         if current is None or previous.namespace in work.dropped_namespaces:
             continue
-        changed = res.update_fields(dataclasses.replace(previous, kind=current.kind), current)
+        changed = res.update_fields(msgspec.structs.replace(previous, kind=current.kind), current)
         if changed:
             reason = "no longer in the plan: restored to " + _describe_values(changed, previous)
             work.add(Change(address, Action.UPDATE, current, previous, reason, changed))
@@ -541,7 +540,7 @@ def _route_change(work: _Diff, route: res.Route) -> Change:
             # the route leaves through another link today: the lab replaces a route it did
             # not make, which is given back when the lab lets it go. Shown with the link it
             # will leave through, said or found from its gateway's subnet.
-            want = dataclasses.replace(route, dev=dev)
+            want = msgspec.structs.replace(route, dev=dev)
             differs = _route_differs(want, current)
             made = _link_reason(work, (route.namespace, dev))
             reason = f"{made}; {_describe(differs, want, current)}"

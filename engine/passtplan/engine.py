@@ -9,9 +9,10 @@ import os
 import resource
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from passtplan import resources as res
 from passtplan.changes import Action, Change, Plan, fingerprint
@@ -62,8 +63,7 @@ def long_lived_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
-@dataclass(frozen=True)
-class ClusterFlags:
+class ClusterFlags(msgspec.Struct, frozen=True):
     """How to reach the cluster and who this node is, for labs with VMs on a real node."""
 
     kubeconfig: str | None = None

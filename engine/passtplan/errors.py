@@ -6,8 +6,9 @@ anything else reaching the CLI is a bug and is reported as such.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+
+import msgspec
 
 
 class PasstplanError(Exception):
@@ -19,8 +20,7 @@ class Severity(StrEnum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True, order=True)
-class SpecIssue:
+class SpecIssue(msgspec.Struct, frozen=True, order=True):
     """One finding about a lab file: where it is, which field, and what is wrong."""
 
     file: str

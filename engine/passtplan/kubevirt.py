@@ -34,8 +34,9 @@ Facts from KubeVirt's source (file@tag):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from passtplan.lang.manifest import PasstForm, get
 
@@ -58,8 +59,7 @@ BETA_GATES = frozenset({"PasstBinding"})
 SWAP_AFTER_RUNNING_FROM: Release = (1, 8, 0)
 
 
-@dataclass(frozen=True)
-class Install:
+class Install(msgspec.Struct, frozen=True):
     """What the cluster says of its KubeVirt: the KubeVirt CR and the VirtualMachine CRD."""
 
     version: str  # status.observedKubeVirtVersion as reported: v1.4.2, devel, latest...
@@ -139,12 +139,11 @@ def _schema_at(schema: dict[str, Any], path: str) -> dict[str, Any] | None:
     return node if isinstance(node, dict) else None
 
 
-@dataclass(frozen=True)
-class Judgement:
+class Judgement(msgspec.Struct, frozen=True):
     """What passtplan says of a VM's passt form on a cluster."""
 
     error: str | None = None
-    warnings: tuple[str, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = msgspec.field(default_factory=tuple)
 
 
 def suggested_form(install: Install) -> str:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Literal
+
+import msgspec
 
 from passtplan.errors import PasstplanError
 
@@ -31,8 +32,7 @@ class NamespaceRole(StrEnum):
     RESOLVED = "resolved"  # found through `resolve:`; never created or deleted
 
 
-@dataclass(frozen=True)
-class Namespace:
+class Namespace(msgspec.Struct, frozen=True):
     name: str  # as the lab calls it
     netns: str | None  # the kernel's named netns; None for the machine's root namespace
     role: NamespaceRole
@@ -43,8 +43,7 @@ class Namespace:
         return f"netns.{self.name}"
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(msgspec.Struct, frozen=True):
     namespace: str
     name: str
     kind: str | None = None  # a kind of LINK_KINDS, another kernel kind, or None (a device)
@@ -87,8 +86,7 @@ def _other_family(want: Link, have: Link) -> bool:
     return _vxlan_family(want) not in (None, _vxlan_family(have) or 4)
 
 
-@dataclass(frozen=True)
-class LinkKind:
+class LinkKind(msgspec.Struct, frozen=True):
     """What the engine knows of a kind of link it creates: which of its own fields force a
     replace when they differ, and which the kernel changes in place. Every kind also has the
     common fields, changed in place: COMMON_UPDATE. `refused` names in-place fields whose
@@ -146,8 +144,7 @@ def _declared_and_differs(want: object, have: object, name: str) -> bool:
     return value is not None and value != getattr(have, name)
 
 
-@dataclass(frozen=True)
-class Address:
+class Address(msgspec.Struct, frozen=True):
     namespace: str
     link: str
     cidr: str
@@ -157,8 +154,7 @@ class Address:
         return f"address.{self.namespace}/{self.link}[{self.cidr}]"
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(msgspec.Struct, frozen=True):
     namespace: str
     to: str  # "default" or a network; with family it names the destination
     family: Literal[4, 6]
@@ -193,8 +189,7 @@ class Route:
         return f"route.{self.namespace}[{dest}{extra}]"
 
 
-@dataclass(frozen=True)
-class Sysctl:
+class Sysctl(msgspec.Struct, frozen=True):
     namespace: str
     name: str
     value: str
@@ -204,8 +199,7 @@ class Sysctl:
         return f"sysctl.{self.namespace}[{self.name}]"
 
 
-@dataclass(frozen=True)
-class Vm:
+class Vm(msgspec.Struct, frozen=True):
     """A VM of the sandbox: the launcher pod's namespace (with a CNI-like eth0), passt in it,
     and the guest attached to passt's socket (QEMU, or the stand-in in a namespace of its own,
     `guest`). Observed, `passt` and `guest_state` say what runs."""
@@ -234,8 +228,7 @@ class Vm:
         return f"vm.{self.name}"
 
 
-@dataclass(frozen=True)
-class ClusterVm:
+class ClusterVm(msgspec.Struct, frozen=True):
     """A KubeVirt VirtualMachine on a real cluster. Observed, phase/node/ip come from its VMI,
     and drift lists the fields the manifest sets that the live object does not match."""
 
@@ -299,47 +292,47 @@ def attributes(resource: Resource | None) -> dict[str, object] | None:
     """The attributes a plan shows and compares: observed-only bookkeeping left out."""
     if resource is None:
         return None
-    data = {f.name: getattr(resource, f.name) for f in fields(resource) if f.name != "ifindex"}
+    data = msgspec.structs.asdict(resource)
+    data.pop("ifindex", None)
     for key in ("parent", "peer", "resolve"):
         if isinstance(data.get(key), tuple):
             data[key] = "/".join(data[key]) if key != "resolve" else ":".join(data[key])
     return data
 
 
-@dataclass
-class NamespaceState:
+class NamespaceState(msgspec.Struct):
     """What one namespace holds, as observed."""
 
     namespace: Namespace
-    links: dict[str, Link] = field(default_factory=dict)
-    addresses: list[Address] = field(default_factory=list)
-    routes: list[Route] = field(default_factory=list)
-    sysctls: dict[str, str] = field(default_factory=dict)
+    links: dict[str, Link] = msgspec.field(default_factory=dict)
+    addresses: list[Address] = msgspec.field(default_factory=list)
+    routes: list[Route] = msgspec.field(default_factory=list)
+    sysctls: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-@dataclass
-class State:
+class State(msgspec.Struct):
     """Observed state of the namespaces a lab names: None where a namespace does not exist (yet)
     or cannot be found before apply."""
 
-    namespaces: dict[str, NamespaceState | None] = field(default_factory=dict)
-    vms: dict[str, Vm | ClusterVm | None] = field(default_factory=dict)
-    owned: Ownership = field(default_factory=lambda: Ownership())  # noqa: PLW0108 (defined below)
+    namespaces: dict[str, NamespaceState | None] = msgspec.field(default_factory=dict)
+    vms: dict[str, Vm | ClusterVm | None] = msgspec.field(default_factory=dict)
+    owned: Ownership = msgspec.field(default_factory=lambda: Ownership())  # noqa: PLW0108 (defined below)
 
 
-@dataclass
-class Ownership:
+class Ownership(msgspec.Struct):
     """What the lab made beyond its marked links, as recorded under /run/passtplan."""
 
-    namespaces: set[str] = field(default_factory=set)  # lab namespace names whose netns it made
-    addresses: set[str] = field(default_factory=set)  # resource addresses
-    routes: set[str] = field(default_factory=set)
-    sysctls: dict[str, str] = field(default_factory=dict)  # sysctl address -> value before
-    vms: set[str] = field(default_factory=set)  # VM names the sandbox runs for the lab
-    links: set[str] = field(default_factory=set)  # links being made: marked once configured
+    namespaces: set[str] = msgspec.field(
+        default_factory=set
+    )  # lab namespace names whose netns it made
+    addresses: set[str] = msgspec.field(default_factory=set)  # resource addresses
+    routes: set[str] = msgspec.field(default_factory=set)
+    sysctls: dict[str, str] = msgspec.field(default_factory=dict)  # sysctl address -> value before
+    vms: set[str] = msgspec.field(default_factory=set)  # VM names the sandbox runs for the lab
+    links: set[str] = msgspec.field(default_factory=set)  # links being made: marked once configured
     # address -> JSON of what a thing the lab did not make was before the lab changed or
     # removed it (a route); given back when the lab no longer declares it
-    foreign: dict[str, str] = field(default_factory=dict)
+    foreign: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 def from_attributes(address: str, data: dict[str, Any]) -> Resource:

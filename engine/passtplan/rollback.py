@@ -9,10 +9,10 @@ end deleted with its other end is: the pair made again, its own attributes are g
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from passtplan import inputs
 from passtplan import resources as res
@@ -27,8 +27,7 @@ from passtplan.providers.session import Session
 from passtplan.providers.vm_kubevirt import ClusterContext
 
 
-@dataclass
-class RollbackReport:
+class RollbackReport(msgspec.Struct):
     report: ApplyReport
     restored: bool  # the live state is as it was before the apply
     undone: int
@@ -63,9 +62,9 @@ def undo_changes(entries: list[dict[str, Any]], lab: str) -> list[Change]:
         if pod is not None and change.action is not Action.DELETE:
             continue  # nothing to make again in a pod that goes
         if pod is not None:
-            undone.append(dataclasses.replace(change, covered_by=pod))
+            undone.append(msgspec.structs.replace(change, covered_by=pod))
         elif change.action is Action.DELETE and f"netns.{namespace}" in dropped:
-            undone.append(dataclasses.replace(change, covered_by=f"netns.{namespace}"))
+            undone.append(msgspec.structs.replace(change, covered_by=f"netns.{namespace}"))
         else:
             undone.append(change)
     return undone

@@ -11,8 +11,9 @@ namespace is not targeted.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
+
+import msgspec
 
 from passtplan import resources as res
 from passtplan.changes import Change
@@ -63,7 +64,7 @@ def _alone(change: Change, chosen: set[str], targets: tuple[str, ...]) -> Change
     if change.covered_by is None or change.covered_by in chosen:
         return change
     reason = "targeted" if change.address in targets else "goes with a target"
-    return dataclasses.replace(change, covered_by=None, reason=reason)
+    return msgspec.structs.replace(change, covered_by=None, reason=reason)
 
 
 def _unknown(target: str, known: list[str], lab: str) -> str:

@@ -5,7 +5,8 @@ function of the desired and the observed state, returning what still differs, fi
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+
+import msgspec
 
 from passtplan import resources as res
 from passtplan.changes import Action, Change, show_value
@@ -13,8 +14,7 @@ from passtplan.desired import Desired
 from passtplan.diff import diff
 
 
-@dataclass(frozen=True)
-class VerifyError:
+class VerifyError(msgspec.Struct, frozen=True):
     """One thing the live state does not have as the lab wants it."""
 
     address: str

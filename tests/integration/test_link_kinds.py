@@ -10,10 +10,10 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 import pytest
 
 from passtplan import resources as res
@@ -63,7 +63,7 @@ class EngineLab:
 
     def change(self, namespace: str, name: str, **fields: Any) -> None:
         address = f"link.{namespace}/{name}"
-        self.links[address] = replace(self.links[address], **fields)
+        self.links[address] = msgspec.structs.replace(self.links[address], **fields)
 
     def drop(self, namespace: str, name: str) -> None:
         del self.links[f"link.{namespace}/{name}"]

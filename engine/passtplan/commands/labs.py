@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+import msgspec
 
 from passtplan import inputs
 from passtplan.providers.ownership import JOURNAL, RUN_DIR, OwnershipStore
@@ -15,8 +16,7 @@ from passtplan.render import as_format
 SANDBOX_SUFFIX = "@sandbox"  # desired.lab_id: a lab's sandbox is recorded as LAB@sandbox
 
 
-@dataclass(frozen=True)
-class AppliedLab:
+class AppliedLab(msgspec.Struct, frozen=True):
     lab: str
     mode: str  # "node" or "sandbox"
     namespaces: list[str]
@@ -28,7 +28,7 @@ class AppliedLab:
 def run(*, output: str, run_dir: Path = RUN_DIR) -> int:
     labs = applied_labs(run_dir)
     if output != "text":
-        sys.stdout.write(as_format({"labs": [asdict(lab) for lab in labs]}, output))
+        sys.stdout.write(as_format({"labs": [msgspec.structs.asdict(lab) for lab in labs]}, output))
     elif not labs:
         print(f"No labs are applied on this machine (nothing recorded under {run_dir}).")
     else:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
+
+import msgspec
 
 from passtplan import resources as res
 from passtplan.commands.common import load
@@ -37,8 +38,7 @@ SSH_OPTIONS = (
 )
 
 
-@dataclass(frozen=True)
-class Access:
+class Access(msgspec.Struct, frozen=True):
     """Where ssh runs from (a namespace of the lab) and the VM's address it reaches."""
 
     source: str

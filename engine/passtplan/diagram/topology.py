@@ -5,8 +5,9 @@ live state when there is one. The writers (dot.py, mermaid.py) only draw this.""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from enum import StrEnum
+
+import msgspec
 
 from passtplan import resources as res
 from passtplan.changes import Action, Change
@@ -53,8 +54,7 @@ class EdgeKind(StrEnum):
     PASST = "passt"  # pod -> passt -> guest
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(msgspec.Struct, frozen=True):
     """A line of a label; `port` names it when an edge leaves from it (a route)."""
 
     text: str
@@ -62,27 +62,24 @@ class Line:
     port: str | None = None
 
 
-@dataclass
-class Node:
+class Node(msgspec.Struct):
     id: str
     box: str | None  # the box it sits in
     title: str
-    lines: list[Line] = field(default_factory=list)
+    lines: list[Line] = msgspec.field(default_factory=list)
     status: Status = Status.OK
     shape: str = "port"  # port, routes, passt, guest, gateway
 
 
-@dataclass
-class Box:
+class Box(msgspec.Struct):
     id: str
     title: str
-    lines: list[Line] = field(default_factory=list)
+    lines: list[Line] = msgspec.field(default_factory=list)
     status: Status = Status.OK
     parent: str | None = None  # the box it sits in (a VM's guest in its pod)
 
 
-@dataclass(frozen=True)
-class Edge:
+class Edge(msgspec.Struct, frozen=True):
     tail: str
     head: str
     kind: EdgeKind
@@ -91,13 +88,12 @@ class Edge:
     tail_port: str | None = None
 
 
-@dataclass
-class Topology:
+class Topology(msgspec.Struct):
     title: str
     live: bool
-    boxes: dict[str, Box] = field(default_factory=dict)
-    nodes: dict[str, Node] = field(default_factory=dict)
-    edges: list[Edge] = field(default_factory=list)
+    boxes: dict[str, Box] = msgspec.field(default_factory=dict)
+    nodes: dict[str, Node] = msgspec.field(default_factory=dict)
+    edges: list[Edge] = msgspec.field(default_factory=list)
 
     def statuses(self) -> list[Status]:
         """The statuses the legend explains: every live one with the live state, else those
@@ -118,16 +114,14 @@ class Topology:
         return nesting
 
 
-@dataclass
-class Nesting:
+class Nesting(msgspec.Struct):
     """What sits in each box (None: the picture itself), for writers that draw boxes nested."""
 
-    children: dict[str | None, list[Box]] = field(default_factory=dict)
-    members: dict[str | None, list[Node]] = field(default_factory=dict)
+    children: dict[str | None, list[Box]] = msgspec.field(default_factory=dict)
+    members: dict[str | None, list[Node]] = msgspec.field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Live:
+class Live(msgspec.Struct, frozen=True):
     """The live state, as a plan sees it: what is there, and what apply would change."""
 
     state: res.State

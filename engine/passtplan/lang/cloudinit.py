@@ -17,8 +17,9 @@ import base64
 import binascii
 import gzip
 import re
-from dataclasses import dataclass, field, replace
 from typing import Any
+
+import msgspec
 
 from passtplan.errors import SpecError
 from passtplan.lang.manifest import HOSTNAME_PATH, VmManifest, cloud_init_volume, get
@@ -64,14 +65,12 @@ USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,30}\$?")
 RANDOM = ("R", "RANDOM")
 
 
-@dataclass(frozen=True)
-class Password:
+class Password(msgspec.Struct, frozen=True):
     value: str
     hashed: bool  # already a crypt(3) hash, written to /etc/shadow as it is
 
 
-@dataclass(frozen=True)
-class GuestUser:
+class GuestUser(msgspec.Struct, frozen=True):
     name: str
     password: Password | None = None  # None: no password login (keys only)
     keys: tuple[str, ...] = ()
@@ -80,15 +79,13 @@ class GuestUser:
     home: str = ""
 
 
-@dataclass(frozen=True)
-class GuestFile:
+class GuestFile(msgspec.Struct, frozen=True):
     path: str  # absolute
     content: bytes
     mode: int  # permission bits
 
 
-@dataclass(frozen=True)
-class CloudConfig:
+class CloudConfig(msgspec.Struct, frozen=True):
     """What the guest does of the VM's user data, and what it does not."""
 
     hostname: str
@@ -97,12 +94,11 @@ class CloudConfig:
     not_applied: tuple[str, ...] = ()
 
 
-@dataclass
-class _Reading:
+class _Reading(msgspec.Struct):
     """The user data being read: users by name (root first), and what is not applied."""
 
-    users: dict[str, GuestUser] = field(default_factory=lambda: {ROOT: GuestUser(ROOT)})
-    not_applied: list[str] = field(default_factory=list)
+    users: dict[str, GuestUser] = msgspec.field(default_factory=lambda: {ROOT: GuestUser(ROOT)})
+    not_applied: list[str] = msgspec.field(default_factory=list)
 
     def skip(self, what: str) -> None:
         if what not in self.not_applied:
@@ -118,7 +114,9 @@ class _Reading:
         if isinstance(password, Password) and password.hashed and not _field(password.value):
             self.skip(f"users[] ({name}'s hashed password is not a crypt hash)")
             changes["password"] = None
-        self.users[name] = replace(self.users.get(name) or GuestUser(name), **changes)
+        self.users[name] = msgspec.structs.replace(
+            self.users.get(name) or GuestUser(name), **changes
+        )
 
 
 def cloud_config(manifest: VmManifest) -> CloudConfig:

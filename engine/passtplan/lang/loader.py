@@ -9,9 +9,9 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -30,15 +30,17 @@ from passtplan.lang.yamlsource import (
 )
 
 
-@dataclass(frozen=True)
-class LoadedLab:
+class LoadedLab(msgspec.Struct, frozen=True):
     """A valid lab with its VM manifests, and the warnings found on the way."""
 
     path: Path
     lab: Lab
     manifests: dict[str, VmManifest]
     warnings: tuple[SpecIssue, ...]
-    document: YamlDocument = field(repr=False, compare=False)  # where each part was written
+    # Where each part was written. A Struct has no per-field compare or repr, so the document is
+    # compared and shown with the rest: nothing compares or hashes a LoadedLab (its manifests
+    # dict makes it unhashable anyway), and one file read twice gives equal documents.
+    document: YamlDocument
 
     @property
     def name(self) -> str:

@@ -7,8 +7,9 @@ cloud-init secrets); the rest of the manifest is KubeVirt's to judge when it is 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 from passtplan.errors import Severity, SpecError, SpecIssue
 from passtplan.lang.yamlsource import DataPath, YamlDocument, parse_yaml
@@ -38,14 +39,12 @@ SECRET_HINT = (
 )
 
 
-@dataclass(frozen=True)
-class Port:
+class Port(msgspec.Struct, frozen=True):
     port: int
     protocol: Literal["TCP", "UDP"]
 
 
-@dataclass(frozen=True)
-class VmManifest:
+class VmManifest(msgspec.Struct, frozen=True):
     """What the engine needs to know of a VirtualMachine manifest, and the manifest itself."""
 
     name: str

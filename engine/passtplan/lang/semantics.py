@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import get_args
+
+import msgspec
 
 from passtplan.errors import BugError
 from passtplan.lang.models import HOST, VM_PREFIX, Lab, Link, Namespace, Route
@@ -24,15 +25,13 @@ ALL_KINDS = ", ".join(get_args(LinkKind)[:-1]) + f" or {get_args(LinkKind)[-1]}"
 LOWER_DEVICE_KINDS = ("macvlan", "macvtap")  # sit on a parent, and cannot be one
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(msgspec.Struct, frozen=True):
     path: DataPath
     message: str
     at_key: bool = False
 
 
-@dataclass(frozen=True)
-class DeclaredLink:
+class DeclaredLink(msgspec.Struct, frozen=True):
     namespace: str
     name: str
     link: Link
@@ -43,12 +42,11 @@ class DeclaredLink:
         return link_address(self.namespace, self.name)
 
 
-@dataclass
-class DeclaredNamespace:
+class DeclaredNamespace(msgspec.Struct):
     name: str
     external: bool  # holds links the lab does not declare (the node's own, a pod's)
-    links: dict[str, DeclaredLink] = field(default_factory=dict)
-    specs: list[tuple[Namespace, DataPath]] = field(default_factory=list)
+    links: dict[str, DeclaredLink] = msgspec.field(default_factory=dict)
+    specs: list[tuple[Namespace, DataPath]] = msgspec.field(default_factory=list)
 
 
 IpKey = tuple[int, int]  # (IP version, the address as an integer)
@@ -59,14 +57,13 @@ def ip_key(ip: IPAddress | Interface) -> IpKey:
     return ip.version, int(ip)
 
 
-@dataclass
-class Subnets:
+class Subnets(msgspec.Struct):
     """The addresses of some links, indexed so that judging a gateway scans none of them."""
 
-    addresses: list[str] = field(default_factory=list)
-    ips: set[IpKey] = field(default_factory=set)
+    addresses: list[str] = msgspec.field(default_factory=list)
+    ips: set[IpKey] = msgspec.field(default_factory=set)
     # (IP version, prefix length) -> the networks of that length, as integers
-    networks: dict[tuple[int, int], set[int]] = field(default_factory=dict)
+    networks: dict[tuple[int, int], set[int]] = msgspec.field(default_factory=dict)
 
     def add(self, address: str, iface: Interface) -> None:
         self.addresses.append(address)

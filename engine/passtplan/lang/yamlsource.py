@@ -10,10 +10,10 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import msgspec
 from yaml.error import MarkedYAMLError, YAMLError  # type: ignore[import-untyped, unused-ignore]
 from yaml.nodes import (  # type: ignore[import-untyped, unused-ignore]
     MappingNode,
@@ -47,14 +47,13 @@ class Position(NamedTuple):
     col: int  # 1-based
 
 
-@dataclass
-class YamlDocument:
+class YamlDocument(msgspec.Struct):
     """A parsed YAML document: its data and where each part of it stands in the file."""
 
     file: str
     data: object
-    keys: dict[DataPath, Position] = field(default_factory=dict)
-    values: dict[DataPath, Position] = field(default_factory=dict)
+    keys: dict[DataPath, Position] = msgspec.field(default_factory=dict)
+    values: dict[DataPath, Position] = msgspec.field(default_factory=dict)
 
     def locate(self, path: DataPath, *, at_key: bool = False) -> Position:
         """Where `path` was written; a path that is not in the file falls back to its parent."""

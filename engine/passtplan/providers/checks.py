@@ -25,8 +25,9 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from passtplan import resources as res
 from passtplan.desired import Desired
@@ -46,8 +47,7 @@ CONNECT_ATTEMPT = 2.0  # a TCP connect is tried again after this (a SYN lost bef
 FINAL_ERRORS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH}
 
 
-@dataclass(frozen=True)
-class CheckResult:
+class CheckResult(msgspec.Struct, frozen=True):
     check: Check
     status: str  # "pass", "fail", "not run" (it should run here, and cannot) or "skipped"
     detail: str
@@ -89,8 +89,7 @@ def run_check(check: Check, desired: Desired) -> CheckResult:
     return CheckResult(check, "pass" if passed else "fail", detail, time.monotonic() - started)
 
 
-@dataclass(frozen=True)
-class Elsewhere:
+class Elsewhere(msgspec.Struct, frozen=True):
     """A check that runs only in the other mode (the sandbox): skipped here, not failed."""
 
     why: str

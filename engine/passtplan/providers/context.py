@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from passtplan import resources as res
 from passtplan.desired import Desired
@@ -28,14 +29,15 @@ class ApplyError(PasstplanError):
         super().__init__(f"{address}: {message}")
 
 
-@dataclass
-class ApplyContext:
+class ApplyContext(msgspec.Struct):
     session: Session
     desired: Desired
     store: OwnershipStore
     cluster: ClusterContext | None = None
-    manifests: Mapping[str, VmManifest] = field(default_factory=dict)  # a sandbox VM's guest
-    _indexes: dict[tuple[str, str], int] = field(default_factory=dict)
+    manifests: Mapping[str, VmManifest] = msgspec.field(
+        default_factory=dict
+    )  # a sandbox VM's guest
+    _indexes: dict[tuple[str, str], int] = msgspec.field(default_factory=dict)
 
     def handle(self, namespace: str) -> Handle:
         ns = self.desired.namespaces.get(namespace) or res.Namespace(

@@ -10,11 +10,12 @@ the kernel does not make through rtnetlink (tap: /dev/net/tun) has its own creat
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, assert_never, cast, get_args
+
+import msgspec
 
 from passtplan import resources as res
 from passtplan.changes import Action, Change
@@ -153,7 +154,7 @@ def _restoring(ctx: ApplyContext, link: res.Link) -> bool:
     if was is None:
         return False
     previous = res.link_from_record(link.address, was)
-    return not res.update_fields(dataclasses.replace(previous, kind=link.kind), link)
+    return not res.update_fields(msgspec.structs.replace(previous, kind=link.kind), link)
 
 
 def made_with(link: res.Link) -> list[str]:

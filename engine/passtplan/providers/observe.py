@@ -9,7 +9,8 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+
+import msgspec
 
 from passtplan import resources as res
 from passtplan.desired import Desired, netns_name
@@ -118,7 +119,7 @@ def _own_intended(links: dict[str, dict[str, res.Link]], owned: res.Ownership, o
         namespace, _, name = address.removeprefix("link.").partition("/")
         link = links.get(namespace, {}).get(name)
         if link is not None and link.owner is None:
-            links[namespace][name] = replace(link, owner=owner)
+            links[namespace][name] = msgspec.structs.replace(link, owner=owner)
 
 
 def _neighbours(desired: Desired) -> dict[str, set[str]]:

@@ -29,8 +29,9 @@ import socket
 import struct
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from passtplan.errors import PasstplanError
 from passtplan.providers import kernel, rtnl
@@ -45,8 +46,7 @@ class ResolveError(PasstplanError):
     pass
 
 
-@dataclass(frozen=True)
-class Pod:
+class Pod(msgspec.Struct, frozen=True):
     """What the cluster says of a pod: enough to find it on the node."""
 
     namespace: str
@@ -56,14 +56,13 @@ class Pod:
     ip: str | None = None
 
 
-@dataclass(frozen=True)
-class NodePaths:
+class NodePaths(msgspec.Struct, frozen=True):
     """Where the node keeps things; tests point these at fixture trees."""
 
     proc: Path = Path("/proc")
     kubelet: Path = Path("/var/lib/kubelet")
     netns_dirs: tuple[Path, ...] = (Path("/var/run/netns"), Path("/var/run/docker/netns"))
-    crictl: str | None = field(default_factory=lambda: shutil.which("crictl"))
+    crictl: str | None = msgspec.field(default_factory=lambda: shutil.which("crictl"))
     host_pid: bool | None = None  # whether passtplan shares the host's PID namespace; None: look
 
 
@@ -75,8 +74,7 @@ def shares_host_pid_namespace() -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class Found:
+class Found(msgspec.Struct, frozen=True):
     path: Path  # a file that opens the namespace
     strategy: str  # how it was found, for the plan and the logs
 

@@ -19,9 +19,10 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from itertools import count
 from typing import cast
+
+import msgspec
 
 from passtplan.log import traced
 
@@ -234,8 +235,7 @@ def transact(sock: socket.socket, requests: list[bytes]) -> list[int]:
 # --- decoding ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LinkInfo:
+class LinkInfo(msgspec.Struct, frozen=True):
     index: int
     name: str
     kind: str | None
@@ -344,8 +344,7 @@ def decode_link(payload: memoryview) -> LinkInfo:
     )
 
 
-@dataclass(frozen=True)
-class AddressInfo:
+class AddressInfo(msgspec.Struct, frozen=True):
     index: int
     cidr: str
 
@@ -357,8 +356,7 @@ def decode_address(payload: memoryview) -> AddressInfo | None:
     return None if local is None else AddressInfo(index, f"{local}/{prefixlen}")
 
 
-@dataclass(frozen=True)
-class RouteInfo:
+class RouteInfo(msgspec.Struct, frozen=True):
     family: int
     dst: str | None
     dst_len: int
@@ -414,8 +412,7 @@ def address_request(add: bool, index: int, cidr: str) -> bytes:
     return message(RTM_NEWADDR if add else RTM_DELADDR, flags, body, 0)
 
 
-@dataclass(frozen=True)
-class RouteSpec:
+class RouteSpec(msgspec.Struct, frozen=True):
     family: int
     dst: str | None  # None: default
     dst_len: int
@@ -527,8 +524,7 @@ RTM_NEWLINK = 16
 IFF_UP = 0x1
 
 
-@dataclass(frozen=True)
-class LinkSettings:
+class LinkSettings(msgspec.Struct, frozen=True):
     """What `ip link set` changes on an existing link; None leaves a setting as it is."""
 
     alias: str | None = None

@@ -24,9 +24,10 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+import msgspec
 
 from passtplan import log
 from passtplan.errors import PasstplanError
@@ -62,8 +63,7 @@ class ClusterError(PasstplanError):
     pass
 
 
-@dataclass(frozen=True)
-class ClusterOptions:
+class ClusterOptions(msgspec.Struct, frozen=True):
     kubeconfig: str | None = None
     context: str | None = None
     wait: float = 300.0  # seconds for a VMI to become Running and Ready
@@ -322,8 +322,7 @@ class Cluster:
         return _pod(max(candidates, key=lambda pod: pod["metadata"].get("creationTimestamp", "")))
 
 
-@dataclass
-class ClusterContext:
+class ClusterContext(msgspec.Struct):
     """What apply needs of the cluster: the connection, the manifests, and who this node is."""
 
     cluster: Cluster

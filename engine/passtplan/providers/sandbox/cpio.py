@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+import msgspec
 
 MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
@@ -19,8 +20,7 @@ HEADER_SIZE = 110  # the magic and 13 fields of 8 hex digits
 DIRECTORY_MODE = 0o755
 
 
-@dataclass(frozen=True)
-class CpioEntry:
+class CpioEntry(msgspec.Struct, frozen=True):
     """One file of an archive. `mode` is the permission bits, optionally with the file type bits;
     without them the entry is a symlink when it has a target, else a regular file (directories
     say stat.S_IFDIR, or use CpioEntry.directory). `path` is absolute or relative to the root."""

@@ -19,8 +19,9 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from passtplan.errors import PasstplanError
 from passtplan.lang.models import Check
@@ -70,8 +71,7 @@ def _one_at_a_time(vm_dir: Path) -> Iterator[None]:
         yield
 
 
-@dataclass(frozen=True)
-class GuestShell:
+class GuestShell(msgspec.Struct, frozen=True):
     """The guest of a QEMU VM, as the place a check runs from."""
 
     vm_dir: Path

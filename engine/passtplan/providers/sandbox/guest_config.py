@@ -20,8 +20,9 @@ import stat
 import subprocess
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+import msgspec
 
 from passtplan.errors import PasstplanError
 from passtplan.lang.cloudinit import ROOT, GuestFile, GuestUser, Password, cloud_config
@@ -103,8 +104,7 @@ def ssh_port(manifest: VmManifest) -> int:
     return SSH_PORT if SSH_PORT in ports else ports[0]
 
 
-@dataclass(frozen=True)
-class GuestConfig:
+class GuestConfig(msgspec.Struct, frozen=True):
     hostname: str
     ssh_ports: tuple[int, ...]
     users: tuple[GuestUser, ...]  # root first, the lab's key first among root's keys
@@ -152,8 +152,7 @@ def guest_config(manifest: VmManifest, public_key: str) -> GuestConfig:
     )
 
 
-@dataclass(frozen=True)
-class _Account:
+class _Account(msgspec.Struct, frozen=True):
     user: GuestUser
     uid: int
     home: str  # relative to /, as the archive names paths

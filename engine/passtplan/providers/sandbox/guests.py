@@ -4,9 +4,10 @@ for large labs and fast tests). The launcher (launcher.py) plays virt-launcher a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+import msgspec
 
 from passtplan import resources as res
 from passtplan.lang.manifest import VmManifest
@@ -16,8 +17,7 @@ if TYPE_CHECKING:
     from passtplan.providers.sandbox.exec import GuestShell
 
 
-@dataclass(frozen=True)
-class Started:
+class Started(msgspec.Struct, frozen=True):
     process: Process
     lease: str  # the address the guest took from passt's DHCP, CIDR
     note: str  # what apply says of it

@@ -26,9 +26,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+
+import msgspec
 
 from passtplan.errors import PasstplanError
 from passtplan.providers.sandbox import cpio
@@ -74,16 +75,14 @@ class ImageError(PasstplanError):
     pass
 
 
-@dataclass(frozen=True)
-class GuestImage:
+class GuestImage(msgspec.Struct, frozen=True):
     kernel: Path
     initramfs: Path
     digest: str
     manifest: Path
 
 
-@dataclass(frozen=True)
-class KernelPackage:
+class KernelPackage(msgspec.Struct, frozen=True):
     """The kernel package the metapackage depends on, e.g. linux-image-6.1.0-56-cloud-amd64."""
 
     name: str
@@ -94,8 +93,7 @@ class KernelPackage:
         return IMAGE_ROOT / "debs" / f"{self.name}_{self.version.replace(':', '%3a')}_amd64.deb"
 
 
-@dataclass(frozen=True)
-class Inputs:
+class Inputs(msgspec.Struct, frozen=True):
     """Everything the image is made of, by name and version or content hash."""
 
     kernel: KernelPackage
@@ -106,7 +104,7 @@ class Inputs:
 
     @property
     def digest(self) -> str:
-        return _sha256(json.dumps(asdict(self), sort_keys=True).encode())[:16]
+        return _sha256(json.dumps(msgspec.to_builtins(self), sort_keys=True).encode())[:16]
 
 
 # --- the inputs ----------------------------------------------------------------------------
@@ -281,7 +279,7 @@ def _build(wanted: Inputs) -> GuestImage:
         manifest = {
             "builder": wanted.builder,
             "digest": wanted.digest,
-            "kernel": {**asdict(wanted.kernel), "release": release},
+            "kernel": {**msgspec.structs.asdict(wanted.kernel), "release": release},
             "packages": wanted.packages,
             "host_files": wanted.host_files,
             "scripts": wanted.scripts,
@@ -321,7 +319,7 @@ def _kernel_deb(kernel: KernelPackage) -> Path:
 
 
 def _pin(kernel: KernelPackage) -> None:
-    record = {**asdict(kernel), "apt_lists": _apt_lists_stamp()}
+    record = {**msgspec.structs.asdict(kernel), "apt_lists": _apt_lists_stamp()}
     if _pin_record() != record:
         tmp = PIN.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(record) + "\n")

@@ -11,13 +11,14 @@ passt.log, the guest's logs and sockets).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+import msgspec
 
 from passtplan import resources as res
 from passtplan.desired import lab_id
@@ -81,7 +82,7 @@ def observe(names: set[str], store: OwnershipStore) -> dict[str, res.Vm | None]:
         passt = Process.load(record, "passt")
         running = passt is not None and passt.running()
         guest = guest_for(vm).observe(directory, Process.load(record, "guest"))
-        found[name] = dataclasses.replace(
+        found[name] = msgspec.structs.replace(
             vm, passt="running" if running else "not running", guest_state=guest
         )
     return found
@@ -116,12 +117,12 @@ class LocalVmDriver:
         for netns in namespaces:
             kernel.create(netns)
         self._pod_network(vm, node_netns)
-        record: dict[str, object] = {"vm": dataclasses.asdict(vm)}
+        record: dict[str, object] = {"vm": msgspec.structs.asdict(vm)}
         self._write(vm, record)
         record["passt"] = self._start_passt(vm)
         self._write(vm, record)
         started = guest.start(vm, self._manifest(vm), directory, passt_socket(directory))
-        record["guest"] = list(dataclasses.astuple(started.process))
+        record["guest"] = list(msgspec.structs.astuple(started.process))
         record["lease"] = started.lease
         self._write(vm, record)
         return f"passt running, {started.note}"
@@ -192,7 +193,7 @@ class LocalVmDriver:
         log = directory / "passt.log"
         launcher = spawn(in_netns(vm.launcher, command, nofile=True), log)
         self._wait_daemon(launcher, socket_path, pid_file, log)
-        return list(dataclasses.astuple(Process.of(int(pid_file.read_text().split()[0]))))
+        return list(msgspec.structs.astuple(Process.of(int(pid_file.read_text().split()[0]))))
 
     @staticmethod
     def _wait_daemon(launcher: Process, socket_path: Path, pid_file: Path, log: Path) -> None:
@@ -247,7 +248,7 @@ class LocalVmDriver:
             done.append(f"restarted passt (pinned to {lease})" if lease else "restarted passt")
         if guest_down:
             started = guest.start(vm, self._manifest(vm), directory, passt_socket(directory))
-            record["guest"] = list(dataclasses.astuple(started.process))
+            record["guest"] = list(msgspec.structs.astuple(started.process))
             record["lease"] = started.lease
             self._write(vm, record)
             done.append(f"restarted {guest.what} ({started.note})")

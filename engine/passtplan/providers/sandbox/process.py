@@ -10,8 +10,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from passtplan.errors import PasstplanError
 from passtplan.providers import kernel
@@ -23,8 +24,7 @@ class VmError(PasstplanError):
     pass
 
 
-@dataclass(frozen=True)
-class Process:
+class Process(msgspec.Struct, frozen=True):
     """A process we started, known by its pid and its start time: a recycled pid is not it."""
 
     pid: int

@@ -25,8 +25,9 @@ import struct
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import msgspec
 
 from passtplan.inet import checksum
 from passtplan.providers import kernel
@@ -37,8 +38,7 @@ DISCOVER, OFFER, REQUEST, ACK = 1, 2, 3, 5
 FRAME_MAX = 65536 + 14
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(msgspec.Struct, frozen=True):
     address: str
     prefixlen: int
     router: str | None
@@ -283,7 +283,7 @@ def main() -> int:
     log(f"connected to passt at {args.socket}")
     lease = dhcp(sock, mac_bytes(GUEST_MAC), deadline)
     configure(lease, "eth0", GUEST_MAC)
-    args.lease.write_text(json.dumps(asdict(lease)) + "\n")
+    args.lease.write_text(json.dumps(msgspec.structs.asdict(lease)) + "\n")
     log(
         f"DHCP lease from passt: {lease.address}/{lease.prefixlen} "
         f"router {lease.router} mtu {lease.mtu}"
