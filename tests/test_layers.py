@@ -1,6 +1,7 @@
 """Imports follow the layers (STYLE.md): the language knows nothing of the engine; the pure
 stages touch no kernel or cluster library; providers, render and the commands take the change
-module and the resource types, never the diff algorithm, the orchestrator or the guest program."""
+module and the resource types, never the diff algorithm, the orchestrator or the guest program.
+Records are msgspec Structs: no module imports dataclasses."""
 
 from __future__ import annotations
 
@@ -87,3 +88,9 @@ def test_consumers_of_changes_import_the_change_module_not_the_algorithm(path: P
 @pytest.mark.parametrize("path", module_files("commands"), ids=lambda p: p.name)
 def test_commands_never_import_the_diff_algorithm_or_the_guest(path: Path) -> None:
     assert offending(path, ("passtplan.diff", GUEST_PROGRAM)) == []
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: p.name)
+def test_records_are_structs_not_dataclasses(path: Path) -> None:
+    """One record style, and the cheap one: a dataclass's methods are compiled at import."""
+    assert offending(path, ("dataclasses",)) == []
