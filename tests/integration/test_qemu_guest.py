@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from passtplan.providers.ownership import RUN_DIR
-from passtplan.providers.sandbox import qemu
+from passtplan.providers.sandbox import image
 from passtplan.providers.sandbox.exec import guest_exec
 from passtplan.providers.sandbox.image import cached_image
 from passtplan.providers.sandbox.process import Process
@@ -118,7 +118,7 @@ def test_destroy_leaves_no_process_socket_or_namespace(seed: Lab, applied: str) 
 def test_without_the_image_the_plan_says_to_run_setup(
     make_lab: Callable[[str], Lab], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(qemu, "cached_image", lambda: None)  # a machine that never ran setup
+    monkeypatch.setattr(image, "cached_image", lambda: None)  # a machine that never ran setup
     lab = make_lab(seed_lab(guest="qemu"))
     shutil.copy(PLANS / VM / "passt-vm.yaml", lab.directory / "passt-vm.yaml")
     result = lab.plan("--sandbox", code=1)
