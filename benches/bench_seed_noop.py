@@ -3,8 +3,8 @@
 Run as root from the repository root: `sudo .venv/bin/python -m benches.bench_seed_noop`. It
 copies the seed lab (plans/passt-macvlan) under a unique name, applies it in the sandbox
 (untimed), then times `passtplan plan DIR --sandbox` (a fresh interpreter each run, as a user
-runs it; median of N) beside a bare import of pydantic + typer + PyYAML measured in the same run,
-and destroys the copy, even on error. Target: under 0.5 s wall.
+runs it; the median of N) beside a bare import of pydantic + typer + PyYAML, run in turn with
+it, and destroys the copy, even on error. Target: under 0.5 s wall.
 
 pydantic's package import is lazy: its model machinery loads with the first model or validator,
 which every command builds (typer 0.29 makes a pydantic validator per option). The floor line
@@ -33,15 +33,20 @@ BARE = "import pydantic, typer, yaml"
 FLOOR = "import typer, yaml; from pydantic import BaseModel"
 
 
-def wall(argv: list[str], runs: int) -> float:
-    times = []
+def walls(commands: list[list[str]], runs: int) -> list[float]:
+    """The median wall time of each command, run in turn (one of each, `runs` times over), so a
+    machine that speeds up or slows down during the bench weighs on all of them alike."""
+    times: list[list[float]] = [[] for _ in commands]
     for _ in range(runs):
-        start = time.perf_counter()
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-        times.append(time.perf_counter() - start)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-300:]}")
-    return statistics.median(times)
+        for argv, taken in zip(commands, times, strict=True):
+            start = time.perf_counter()
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+            taken.append(time.perf_counter() - start)
+            if proc.returncode != 0:
+                raise RuntimeError(
+                    f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-300:]}"
+                )
+    return [statistics.median(taken) for taken in times]
 
 
 def seed_copy(directory: Path, name: str) -> Path:
@@ -68,9 +73,8 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
         )
         try:
-            bare = wall([PY, "-c", BARE], args.runs)
-            floor = wall([PY, "-c", FLOOR], args.runs)
-            noop = wall([*CLI, "plan", str(lab), "--sandbox", "--detailed-exitcode"], args.runs)
+            plan = [*CLI, "plan", str(lab), "--sandbox", "--detailed-exitcode"]
+            bare, floor, noop = walls([[PY, "-c", BARE], [PY, "-c", FLOOR], plan], args.runs)
         finally:
             subprocess.run(
                 [*CLI, "destroy", str(lab), "--sandbox", "--auto-approve"],
