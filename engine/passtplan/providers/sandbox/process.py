@@ -86,19 +86,13 @@ def spawn(command: list[str], log: Path) -> Process:
     return Process.of(process.pid)
 
 
+ENTER = "passtplan.providers.sandbox.enter"
+
+
 def in_netns(netns: str, command: list[str], *, nofile: bool = False) -> list[str]:
     """`command` run in a named network namespace (sandbox.enter: the one way in)."""
     options = ["--nofile"] if nofile else []
-    path = str(kernel.netns_path(netns))
-    return [
-        sys.executable,
-        "-m",
-        "passtplan.providers.sandbox.enter",
-        path,
-        *options,
-        "--",
-        *command,
-    ]
+    return [sys.executable, "-m", ENTER, str(kernel.netns_path(netns)), *options, "--", *command]
 
 
 def wait_for(
@@ -130,10 +124,28 @@ def living_in(path: Path) -> list[int]:
     return found
 
 
+def entering(path: Path) -> list[int]:
+    """The processes on their way into the network namespace at `path`: sandbox.enter started
+    (in_netns), not yet in it. A start cut short by a kill leaves them to finish on their own."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if argv[1:4] == [b"-m", ENTER.encode(), os.fsencode(path)]:
+                    found.append(int(entry.name))
+    return found
+
+
 def stop_all_in(netns: str) -> None:
-    for pid in living_in(kernel.netns_path(netns)):
-        with contextlib.suppress(OSError):
-            stop(Process.of(pid))
+    """Stop every process in the namespace and every one on its way in, until none is left: a
+    process being stopped may have just forked one (passt going to the background)."""
+    path = kernel.netns_path(netns)
+    deadline = time.monotonic() + STOP_DEADLINE
+    while (found := {*living_in(path), *entering(path)}) and time.monotonic() < deadline:
+        for pid in sorted(found):
+            with contextlib.suppress(OSError):
+                stop(Process.of(pid))
 
 
 def stop(process: Process | None) -> None:
@@ -144,6 +156,7 @@ def stop(process: Process | None) -> None:
         return
     if process.running():
         os.kill(process.pid, signal.SIGTERM)
+        os.kill(process.pid, signal.SIGCONT)  # a stopped process acts on nothing but SIGKILL
     deadline = time.monotonic() + STOP_DEADLINE
     killed = False
     while process.state() is not None and time.monotonic() < deadline:
