@@ -12,6 +12,7 @@ from collections.abc import Callable
 import yaml
 
 from tests.integration.conftest import TWO, Lab
+from tests.test_conventions import passtplan
 
 LAB = (
     TWO
@@ -20,17 +21,6 @@ LAB = (
 """
 )
 GREEN_PLUS = "\033[32m+\033[0m"
-
-
-def passtplan(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "passtplan", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def on_a_terminal(*args: str, env: dict[str, str] | None = None) -> str:

@@ -110,29 +110,20 @@ def wait_for(
     raise VmError(f"waiting for {what}: nothing after {limit:.0f} s")
 
 
-def living_in(path: Path) -> list[int]:
-    """The processes whose network namespace is the one at `path`."""
-    if not kernel.is_namespace(path):
-        return []
-    inode = path.stat().st_ino
+def living_in(path: Path, *, entering: bool = False) -> list[int]:
+    """The processes whose network namespace is the one at `path`; with `entering`, also those
+    on their way into it: sandbox.enter started (in_netns), not yet in it, which a start cut
+    short by a kill leaves to finish on their own."""
+    inode = path.stat().st_ino if kernel.is_namespace(path) else None
+    way_in = [b"-m", ENTER.encode(), os.fsencode(path)] if entering else None
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             with contextlib.suppress(OSError):
-                if (entry / "ns" / "net").stat().st_ino == inode:
-                    found.append(int(entry.name))
-    return found
-
-
-def entering(path: Path) -> list[int]:
-    """The processes on their way into the network namespace at `path`: sandbox.enter started
-    (in_netns), not yet in it. A start cut short by a kill leaves them to finish on their own."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            with contextlib.suppress(OSError):
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-                if argv[1:4] == [b"-m", ENTER.encode(), os.fsencode(path)]:
+                inside = inode is not None and (entry / "ns" / "net").stat().st_ino == inode
+                if inside or (
+                    way_in and (entry / "cmdline").read_bytes().split(b"\0")[1:4] == way_in
+                ):
                     found.append(int(entry.name))
     return found
 
@@ -142,8 +133,8 @@ def stop_all_in(netns: str) -> None:
     process being stopped may have just forked one (passt going to the background)."""
     path = kernel.netns_path(netns)
     deadline = time.monotonic() + STOP_DEADLINE
-    while (found := {*living_in(path), *entering(path)}) and time.monotonic() < deadline:
-        for pid in sorted(found):
+    while (found := living_in(path, entering=True)) and time.monotonic() < deadline:
+        for pid in found:
             with contextlib.suppress(OSError):
                 stop(Process.of(pid))
 
