@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from passtplan import inputs
@@ -54,19 +56,14 @@ def run(
     if destroy:
         warn_other_mode(loaded, sandbox=sandbox, command=command)
     cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
-    key = lab_id(loaded.name, sandbox=sandbox)
-    # The lock first: the record is read, and the plan made, by the one writer.
-    with lab_lock(key, f"passtplan {command}", lock_timeout), Session() as session:
-        store = store_for(loaded, sandbox=sandbox)
-        plan = make_plan(
-            loaded,
-            session,
-            store,
-            sandbox=sandbox,
-            destroy=destroy,
-            cluster=cluster,
-            targets=targets,
-        )
+    with _locked_plan(
+        loaded,
+        sandbox=sandbox,
+        destroy=destroy,
+        cluster=cluster,
+        targets=targets,
+        lock_timeout=lock_timeout,
+    ) as (plan, session, store):
         sys.stdout.write(colored(plan_text(plan)))
         failed = 0
         if plan.pending:
@@ -103,6 +100,37 @@ def _run_saved(
     listed = saved["targets"]
     targets = tuple(map(str, listed)) if isinstance(listed, list) else ()
     cluster = cluster_context(loaded, sandbox=sandbox, flags=flags)
+    with _locked_plan(
+        loaded,
+        sandbox=sandbox,
+        destroy=destroy,
+        cluster=cluster,
+        targets=targets,
+        lock_timeout=lock_timeout,
+    ) as (plan, session, store):
+        if plan.fingerprint != saved["fingerprint"]:
+            raise PasstplanError(
+                f"{path}: the live state changed since the plan was saved, so it may no longer "
+                "do what it showed; run passtplan plan again"
+            )
+        sys.stdout.write(colored(plan_text(plan)))
+        if plan.pending and _execute(plan, session, store, cluster):
+            return 1
+    return 0 if destroy else _checks(loaded, sandbox=sandbox, targets=targets)
+
+
+@contextmanager
+def _locked_plan(
+    loaded: LoadedLab,
+    *,
+    sandbox: bool,
+    destroy: bool,
+    cluster: ClusterContext | None,
+    targets: tuple[str, ...],
+    lock_timeout: float,
+) -> Iterator[tuple[Plan, Session, OwnershipStore]]:
+    """The plan, under the lab's lock held until the block ends: the record is read, the plan
+    made and carried out by the one writer."""
     command = "destroy" if destroy else "apply"
     key = lab_id(loaded.name, sandbox=sandbox)
     with lab_lock(key, f"passtplan {command}", lock_timeout), Session() as session:
@@ -116,15 +144,7 @@ def _run_saved(
             cluster=cluster,
             targets=targets,
         )
-        if plan.fingerprint != saved["fingerprint"]:
-            raise PasstplanError(
-                f"{path}: the live state changed since the plan was saved, so it may no longer "
-                "do what it showed; run passtplan plan again"
-            )
-        sys.stdout.write(colored(plan_text(plan)))
-        if plan.pending and _execute(plan, session, store, cluster):
-            return 1
-    return 0 if destroy else _checks(loaded, sandbox=sandbox, targets=targets)
+        yield plan, session, store
 
 
 def _checks(loaded: LoadedLab, *, sandbox: bool, targets: tuple[str, ...]) -> int:
